@@ -1,0 +1,202 @@
+"""Merge methods on one tensor key at a time (MMGRid: linear, task arithmetic, TIES, DARE).
+
+Every function takes the same key's tensor from N models (all of one shape `S`), plus the base
+model's tensor for the task-vector methods, and returns the merged tensor of shape `S`. Work is
+vectorised over the stacked `[N, *S]` task vectors; nothing loops over entries.
+
+Task vectors: `tau_i = theta_i - base`. Computation runs in `float32` (or `float64` when an input
+is `float64`); the caller casts the result to the output dtype.
+
+`normalize` follows mergekit: for `linear`, `task_arithmetic` and `dare(sign_election=False)` it
+divides by `sum(weights)`; for `ties` and `dare(sign_election=True)` it divides each entry by the
+summed weight of the models that agree with the elected sign there (disjoint mean), and without
+it that entry is the disjoint sum.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "dare",
+    "dare_mask",
+    "elect_sign",
+    "linear",
+    "task_arithmetic",
+    "task_vectors",
+    "ties",
+    "trim_topk",
+]
+
+
+def _compute_dtype(tensors: Sequence[Tensor]) -> torch.dtype:
+    dtype = torch.float32
+    for t in tensors:
+        if not t.is_floating_point():
+            raise TypeError(f"can only merge floating-point tensors, got {t.dtype}")
+        dtype = torch.promote_types(dtype, t.dtype)
+    return dtype
+
+
+def _stack(tensors: Sequence[Tensor], dtype: torch.dtype) -> Tensor:
+    """Stack N same-shape tensors into `[N, *S]` in `dtype`."""
+    if len(tensors) == 0:
+        raise ValueError("need at least one tensor to merge")
+    shape = tensors[0].shape
+    for i, t in enumerate(tensors):
+        if t.shape != shape:
+            raise ValueError(f"tensor {i} has shape {tuple(t.shape)}, tensor 0 has {tuple(shape)}")
+    return torch.stack([t.to(dtype) for t in tensors])
+
+
+def _weights(weights: Sequence[float], n: int, dtype: torch.dtype, ndim: int) -> Tensor:
+    """Weights as a `[N, 1, ..., 1]` tensor broadcastable against `[N, *S]`."""
+    if len(weights) != n:
+        raise ValueError(f"got {len(weights)} weights for {n} tensors")
+    return torch.as_tensor(list(weights), dtype=dtype).reshape((n,) + (1,) * (ndim - 1))
+
+
+def _per_model(value: float | Sequence[float], n: int, name: str) -> list[float]:
+    if isinstance(value, (int, float)):
+        return [float(value)] * n
+    values = [float(v) for v in value]
+    if len(values) != n:
+        raise ValueError(f"got {len(values)} {name} values for {n} tensors")
+    return values
+
+
+def _safe_divide(num: Tensor, den: Tensor) -> Tensor:
+    """`num / den` with zero (or ~zero) denominators treated as 1, as mergekit does."""
+    return num / torch.where(den.abs() < 1e-8, torch.ones_like(den), den)
+
+
+def task_vectors(base: Tensor, tensors: Sequence[Tensor]) -> Tensor:
+    """`[N, *S]` stack of `tensors[i] - base` in the compute dtype."""
+    dtype = _compute_dtype([base, *tensors])
+    stacked = _stack(tensors, dtype)
+    if base.shape != stacked.shape[1:]:
+        raise ValueError(
+            f"base has shape {tuple(base.shape)}, tensors have {tuple(stacked.shape[1:])}"
+        )
+    return stacked - base.to(dtype)
+
+
+def linear(tensors: Sequence[Tensor], weights: Sequence[float], normalize: bool = True) -> Tensor:
+    """Weighted average `sum_i w_i theta_i` (divided by `sum_i w_i` if `normalize`). Shape `S`."""
+    dtype = _compute_dtype(tensors)
+    stacked = _stack(tensors, dtype)
+    w = _weights(weights, len(tensors), dtype, stacked.ndim)
+    out = (stacked * w).sum(0)
+    return _safe_divide(out, w.sum()) if normalize else out
+
+
+def task_arithmetic(
+    base: Tensor,
+    tensors: Sequence[Tensor],
+    weights: Sequence[float],
+    lam: float = 1.0,
+    normalize: bool = False,
+) -> Tensor:
+    """`base + lam * sum_i w_i tau_i` (the sum divided by `sum_i w_i` if `normalize`)."""
+    tau = task_vectors(base, tensors)
+    w = _weights(weights, len(tensors), tau.dtype, tau.ndim)
+    delta = (tau * w).sum(0)
+    if normalize:
+        delta = _safe_divide(delta, w.sum())
+    return base.to(tau.dtype) + lam * delta
+
+
+def trim_topk(tau: Tensor, density: float | Sequence[float]) -> Tensor:
+    """Keep the top `density_i` fraction of row i of `tau: [N, *S]` by magnitude, zero the rest.
+
+    Exactly `k_i = max(1, floor(density_i * numel(S)))` entries survive per model (`density >= 1`
+    keeps everything); equal magnitudes at the cut go to the lower flat index (stable sort).
+    """
+    n = tau.shape[0]
+    dens = _per_model(density, n, "density")
+    flat = tau.reshape(n, -1)
+    numel = flat.shape[1]
+    if numel == 0:
+        return tau.clone()
+    k = torch.tensor([numel if d >= 1 else max(1, int(d * numel)) for d in dens])
+    order = torch.sort(flat.abs(), dim=1, descending=True, stable=True).indices
+    keep_sorted = torch.arange(numel).unsqueeze(0) < k.unsqueeze(1)  # [N, numel], rank < k_i
+    keep = torch.zeros_like(keep_sorted).scatter_(1, order, keep_sorted)
+    return (flat * keep).reshape(tau.shape)
+
+
+def elect_sign(weighted: Tensor) -> Tensor:
+    """Sign per entry of `sum_i weighted[i]` (`[N, *S]` -> `[*S]`), +1 where the sum is >= 0."""
+    total = weighted.sum(0)
+    return torch.where(total >= 0, torch.ones_like(total), -torch.ones_like(total))
+
+
+def _disjoint_merge(tau: Tensor, w: Tensor, normalize: bool) -> Tensor:
+    """TIES sign election + disjoint mean/sum of `tau: [N, *S]` with weights `w: [N, 1, ...]`."""
+    weighted = tau * w
+    sign = elect_sign(weighted)
+    agree = (torch.sign(tau) == sign).to(tau.dtype)  # zeros (trimmed/dropped) never agree
+    delta = (weighted * agree).sum(0)
+    if normalize:
+        delta = _safe_divide(delta, (w * agree).sum(0))
+    return delta
+
+
+def ties(
+    base: Tensor,
+    tensors: Sequence[Tensor],
+    weights: Sequence[float],
+    density: float | Sequence[float],
+    lam: float = 1.0,
+    normalize: bool = True,
+) -> Tensor:
+    """TIES-merging: trim each tau_i to its top-`density` entries (`trim_topk`), elect a sign
+    per entry from the summed weighted trimmed mass, keep only entries agreeing with it and
+    take their weighted mean (`normalize`) or sum; result `base + lam * delta`, shape `S`."""
+    tau = trim_topk(task_vectors(base, tensors), density)
+    w = _weights(weights, len(tensors), tau.dtype, tau.ndim)
+    return base.to(tau.dtype) + lam * _disjoint_merge(tau, w, normalize)
+
+
+def dare_mask(
+    shape: Sequence[int], density: float | Sequence[float], generator: torch.Generator | None
+) -> Tensor:
+    """Boolean keep-mask `[N, *S]` (N = shape[0]): entry kept with probability `density_i`."""
+    n = shape[0]
+    dens = torch.tensor(_per_model(density, n, "density")).reshape((n,) + (1,) * (len(shape) - 1))
+    return torch.rand(tuple(shape), generator=generator) < dens
+
+
+def dare(
+    base: Tensor,
+    tensors: Sequence[Tensor],
+    weights: Sequence[float],
+    density: float | Sequence[float],
+    lam: float = 1.0,
+    generator: torch.Generator | None = None,
+    sign_election: bool = False,
+    normalize: bool = False,
+    rescale: bool = True,
+) -> Tensor:
+    """DARE: drop each entry of tau_i with probability `p = 1 - density_i`, rescale survivors by
+    `1 / density_i` (if `rescale`; keeps `E[tau~_i] = tau_i`), then combine linearly
+    (`dare_linear`: `base + lam * sum_i w_i tau~_i`) or with TIES sign election and disjoint
+    mean/sum (`dare_ties`, `sign_election=True`). Masks come from `generator`. Shape `S`."""
+    tau = task_vectors(base, tensors)
+    n = tau.shape[0]
+    dens = _per_model(density, n, "density")
+    keep = dare_mask(tau.shape, dens, generator)
+    tau = tau * keep
+    if rescale:
+        tau = tau / torch.tensor(dens, dtype=tau.dtype).reshape((n,) + (1,) * (tau.ndim - 1))
+    w = _weights(weights, n, tau.dtype, tau.ndim)
+    if sign_election:
+        delta = _disjoint_merge(tau, w, normalize)
+    else:
+        delta = (tau * w).sum(0)
+        if normalize:
+            delta = _safe_divide(delta, w.sum())
+    return base.to(tau.dtype) + lam * delta
