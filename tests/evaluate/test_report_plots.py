@@ -60,7 +60,8 @@ def test_rich_table_renders(tiny_split: Split) -> None:
     print_results(_results(tiny_split), title="baselines", console=console, ks=(5,))
     text = console.export_text()
     assert "most-popular" in text
-    assert "cold R@5" in text
+    assert "R@5" in text
+    assert "4 requests: 2 warm, 2 cold" in text
 
 
 def test_plots_nonempty_png(tiny_split: Split, tmp_path: Path) -> None:

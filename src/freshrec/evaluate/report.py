@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -92,12 +93,12 @@ def _groups(results: Sequence[EvalResult]) -> list[list[EvalResult]]:
     return list(groups.values())
 
 
-def _cell(values: list[float], digits: int = 4) -> str:
+def _cell(values: list[float], digits: int = 4, ranges: bool = True) -> str:
     vals = [v for v in values if v is not None and not np.isnan(v)]
     if not vals:
         return "–"
     med = float(np.median(vals))
-    if len(vals) == 1 or min(vals) == max(vals):
+    if not ranges or len(vals) == 1 or min(vals) == max(vals):
         return f"{med:.{digits}f}"
     return f"{med:.{digits}f} ({min(vals):.{digits}f}–{max(vals):.{digits}f})"
 
@@ -108,23 +109,25 @@ def _table_ks(results: Sequence[EvalResult], ks: Sequence[int]) -> list[int]:
     return [k for k in ks if k in have] or have
 
 
-def table_columns(ks: Sequence[int] = TABLE_KS) -> list[tuple[str, str]]:
-    """(header, flat metric key) of the metric columns, in table order (exposure at 10, or at
-    the smallest cut-off when 10 is not among `ks`)."""
+def table_columns(
+    ks: Sequence[int] = TABLE_KS, exposure_k: int | None = None
+) -> list[tuple[str, str]]:
+    """(header, flat metric key) of the metric columns, in table order. Exposure at
+    `exposure_k`, default 10 (or the smallest cut-off when 10 is not among `ks`)."""
     cols = []
     for subset in ("overall", "warm", "cold"):
         cols += [(f"{subset} R@{k}", f"{subset}/recall@{k}") for k in ks]
         cols += [(f"{subset} N@{k}", f"{subset}/ndcg@{k}") for k in ks]
-    k_exp = 10 if 10 in ks or not ks else min(ks)
+    k_exp = exposure_k or (10 if 10 in ks or not ks else min(ks))
     cols.append((f"exposure@{k_exp}", f"exposure@{k_exp}"))
     return cols
 
 
 def table_rows(
-    results: Sequence[EvalResult], ks: Sequence[int] = TABLE_KS
+    results: Sequence[EvalResult], ks: Sequence[int] = TABLE_KS, *, ranges: bool = True
 ) -> tuple[list[str], list[list[str]]]:
-    """(header, rows of cells) for `results`; seeds of one method merged as median (range).
-    Cut-offs of `ks` that no result has are dropped."""
+    """(header, rows of cells) for `results`; runs of one method merged as median (range;
+    median only with `ranges=False`). Cut-offs of `ks` that no result has are dropped."""
     cols = table_columns(_table_ks(results, ks))
     header = ["method", "catalog", *[c[0] for c in cols], "n (warm/cold)"]
     rows = []
@@ -132,7 +135,10 @@ def table_rows(
         flats = [r.metrics.to_dict() for r in group]
         first = group[0]
         label = first.method + (f" ×{len(group)} runs" if len(group) > 1 else "")
-        cells = [_cell([float(f.get(key, float("nan"))) for f in flats]) for _, key in cols]
+        cells = [
+            _cell([float(f.get(key, float("nan"))) for f in flats], ranges=ranges)
+            for _, key in cols
+        ]
         m = first.metrics
         rows.append([label, first.catalog, *cells, f"{m.overall.n} ({m.warm.n}/{m.cold.n})"])
     return header, rows
@@ -244,13 +250,37 @@ def load_report(path: str | Path) -> tuple[dict[str, Any], list[EvalResult]]:
 def rich_table(
     results: Sequence[EvalResult], title: str | None = None, ks: Sequence[int] = (20,)
 ) -> Table:
-    """A `rich.table.Table` of the results for the CLI (compact: R/N at `ks` per subset)."""
-    table = Table(title=title, show_lines=False)
-    header, rows = table_rows(results, ks)
-    for i, name in enumerate(header):
-        table.add_column(name, justify="left" if i < 2 else "right", no_wrap=i == 0)
-    for row in rows:
-        table.add_row(*row)
+    """A compact `rich.table.Table` for the CLI: per method, R/N at `ks` for all/warm/cold,
+    exposure@10 (medians over runs; request counts in the caption, or in an `n` column when
+    they differ). Fits 80 columns with the default `ks=(20,)`."""
+    have = _table_ks(results, TABLE_KS)
+    ks = _table_ks(results, ks)
+    cols = table_columns(ks, exposure_k=10 if 10 in have else None)
+    table = Table(title=title, box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1))
+    table.add_column("method", overflow="fold", min_width=14, max_width=24)
+    table.add_column("cat")
+    short = {"overall": "all", "exposure": "exp"}
+    for head, _ in cols:
+        for long, abbrev in short.items():
+            head = head.replace(long, abbrev)
+        table.add_column(head.replace(" ", "\n"), justify="right", no_wrap=True)
+    counts = {(r.metrics.overall.n, r.metrics.warm.n, r.metrics.cold.n) for r in results}
+    if len(counts) != 1:
+        table.add_column("n", justify="right", no_wrap=True)
+    for group in _groups(results):
+        flats = [r.metrics.to_dict() for r in group]
+        first, m = group[0], group[0].metrics
+        label = first.method + (f" ×{len(group)}" if len(group) > 1 else "")
+        cells = [
+            _cell([float(f.get(key, float("nan"))) for f in flats], digits=3, ranges=False)
+            for _, key in cols
+        ]
+        table.add_row(
+            label, first.catalog, *cells, *([str(m.overall.n)] if len(counts) > 1 else [])
+        )
+    if len(counts) == 1:
+        n, w, c = counts.pop()
+        table.caption = f"{n} requests: {w} warm, {c} cold"
     return table
 
 
