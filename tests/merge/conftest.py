@@ -30,7 +30,9 @@ def transformer_state(seed: int, base: dict[str, torch.Tensor] | None = None, sc
     state |= {f"encoder.layers.0.{k}": v for k, v in layer.state_dict().items()}
     state = {k: v.detach().clone().contiguous() for k, v in state.items()}
     if base is not None:
-        state = {k: base[k] + scale * torch.randn_like(base[k]) for k in base}
+        state = {
+            k: v + scale * torch.randn_like(v) for k, v in base.items() if v.is_floating_point()
+        }
     state["position_ids"] = torch.arange(16, dtype=torch.int64)
     return state
 
@@ -46,6 +48,12 @@ def make_config(fingerprint: str = "fp-A", **overrides: Any) -> dict[str, Any]:
     }
     cfg.update(overrides)
     return cfg
+
+
+@pytest.fixture
+def make_state() -> Callable[..., dict[str, torch.Tensor]]:
+    """The `transformer_state` factory, as a fixture."""
+    return transformer_state
 
 
 @pytest.fixture
