@@ -219,3 +219,25 @@ def test_mismatched_inputs_raise() -> None:
         linear([torch.zeros(2)] * 3, [1, 1])
     with pytest.raises(TypeError, match="floating-point"):
         linear([torch.zeros(2, dtype=torch.int64)], [1])
+
+
+def test_trim_matches_stable_sort_definition_with_ties() -> None:
+    # Many equal magnitudes: the kept set is the first k of a stable descending sort by |tau|.
+    g = gen(0)
+    for _ in range(100):
+        n, numel = (
+            int(torch.randint(1, 5, (), generator=g)),
+            int(torch.randint(1, 60, (), generator=g)),
+        )
+        tau = torch.randint(-3, 4, (n, numel), generator=g).to(F64)
+        dens = torch.rand(n, generator=g).clamp(0.01, 1.0).tolist()
+        order = torch.sort(tau.abs(), dim=1, descending=True, stable=True).indices
+        k = torch.tensor([numel if d >= 1 else max(1, int(d * numel + 1e-9)) for d in dens])
+        ranks_kept = torch.arange(numel).unsqueeze(0) < k.unsqueeze(1)
+        keep = torch.zeros(n, numel, dtype=torch.bool).scatter_(1, order, ranks_kept)
+        assert torch.equal(trim_topk(tau, dens), torch.where(keep, tau, 0.0))
+
+
+def test_trim_count_is_robust_to_float_rounding() -> None:
+    tau = torch.arange(1, 101, dtype=F64).unsqueeze(0)  # 0.29 * 100 = 28.999999999999996
+    assert int((trim_topk(tau, 0.29) != 0).sum()) == 29

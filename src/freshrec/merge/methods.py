@@ -15,6 +15,7 @@ it that entry is the disjoint sum.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -113,7 +114,8 @@ def trim_topk(tau: Tensor, density: float | Sequence[float]) -> Tensor:
     """Keep the top `density_i` fraction of row i of `tau: [N, *S]` by magnitude, zero the rest.
 
     Exactly `k_i = max(1, floor(density_i * numel(S)))` entries survive per model (`density >= 1`
-    keeps everything); equal magnitudes at the cut go to the lower flat index (stable sort).
+    keeps everything); equal magnitudes at the cut go to the lowest flat indices. One
+    `kthvalue` per model finds the cut (a loop over models, never over entries).
     """
     n = tau.shape[0]
     dens = _per_model(density, n, "density")
@@ -121,11 +123,18 @@ def trim_topk(tau: Tensor, density: float | Sequence[float]) -> Tensor:
     numel = flat.shape[1]
     if numel == 0:
         return tau.clone()
-    k = torch.tensor([numel if d >= 1 else max(1, int(d * numel)) for d in dens])
-    order = torch.sort(flat.abs(), dim=1, descending=True, stable=True).indices
-    keep_sorted = torch.arange(numel).unsqueeze(0) < k.unsqueeze(1)  # [N, numel], rank < k_i
-    keep = torch.zeros_like(keep_sorted).scatter_(1, order, keep_sorted)
-    return (flat * keep).reshape(tau.shape)
+    mag = flat.abs()
+    keep = torch.ones_like(flat, dtype=torch.bool)
+    for i, d in enumerate(dens):
+        if d >= 1:
+            continue
+        # floor with a tiny tolerance so that e.g. 0.29 * 100 gives 29, not 28
+        k = max(1, math.floor(d * numel + 1e-9))
+        cut = torch.kthvalue(mag[i], numel - k + 1).values  # k-th largest magnitude
+        above, at_cut = mag[i] > cut, mag[i] == cut
+        n_from_cut = k - int(above.sum())
+        keep[i] = above | (at_cut & (at_cut.cumsum(0) <= n_from_cut))
+    return torch.where(keep, flat, torch.zeros_like(flat)).reshape(tau.shape)
 
 
 def elect_sign(weighted: Tensor) -> Tensor:
