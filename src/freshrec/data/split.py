@@ -32,7 +32,10 @@ def first_seen(dataset: Dataset) -> np.ndarray:
     return out
 
 
-def _requests(user, pos, item, is_new, mask) -> Requests:
+def _requests(
+    user: np.ndarray, pos: np.ndarray, item: np.ndarray, is_new: np.ndarray, mask: np.ndarray
+) -> Requests:
+    """Requests for the sequence entries selected by `mask` (all arrays over seq entries)."""
     target = item[mask].astype(np.int32)
     return Requests(
         user=user[mask].astype(np.int32),
