@@ -55,6 +55,7 @@ def atomic_dir(path: str | Path, *, overwrite: bool = True) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o755)  # mkdtemp makes 0700; the result is an ordinary folder
     try:
         yield tmp
         for child in tmp.rglob("*"):
