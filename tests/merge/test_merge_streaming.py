@@ -359,6 +359,9 @@ def test_out_dir_must_not_be_an_input(phases: dict[str, Path], tmp_path: Path) -
     recipe = make_recipe("ties", phases["pretrain"], [phases["phase1"]], density=0.5)
     with pytest.raises(ConfigError, match=r"out_dir .*pretrain is the base input"):
         merge_checkpoints(recipe, phases["pretrain"], progress=False)
+    with pytest.raises(ConfigError, match=r"out_dir .* contains the base input .*pretrain"):
+        merge_checkpoints(recipe, tmp_path, progress=False)  # would replace the inputs' folder
+    assert (phases["pretrain"] / "model.safetensors").is_file()
     (tmp_path / "exists").mkdir()
     with pytest.raises(ConfigError, match="already exists"):
         merge_checkpoints(recipe, tmp_path / "exists", progress=False, overwrite=False)

@@ -21,7 +21,9 @@ Relative paths resolve against the recipe file's folder. Rules (each violation i
   dare_linear false, dare_ties false. For linear with `normalize: false` the weights must sum
   to 1 (within 1e-3); otherwise the merged model would be the average scaled by sum(weights),
   which is an error rather than a warning (use task_arithmetic + lambda to extrapolate).
-- `base_model` is required for every method but linear. An entry of `models` that is the base
+- `base_model` is required for every method but linear (for linear it is optional and only
+  checked for compatibility and used as the source of non-float tensors; it is averaged only
+  if also listed in `models`). An entry of `models` that is the base
   itself is dropped for the task-vector methods (its task vector is zero), as mergekit does.
 - `lambda` (alias `scale`) default 1.0; `seed` (DARE masks) default 0; `rescale` (DARE) default
   true; `int8_mask` is accepted for mergekit compatibility and has no effect.

@@ -266,8 +266,12 @@ def merge_checkpoints(
     inputs = _inputs(recipe)
     out_resolved = out_dir.resolve()
     for role, p in inputs:
-        if p == out_resolved:
-            raise ConfigError(f"out_dir {out_dir} is the {role} input; write somewhere else")
+        # atomic_dir replaces out_dir as a whole: it must neither be nor contain an input.
+        if p == out_resolved or out_resolved in p.parents:
+            what = "is" if p == out_resolved else "contains"
+            raise ConfigError(
+                f"out_dir {out_dir} {what} the {role} input {p}; write somewhere else"
+            )
     if out_dir.exists() and not overwrite:
         raise ConfigError(f"out_dir {out_dir} already exists (pass overwrite=True to replace)")
     configs = [read_config(p) for _, p in inputs]
