@@ -241,3 +241,14 @@ def test_trim_matches_stable_sort_definition_with_ties() -> None:
 def test_trim_count_is_robust_to_float_rounding() -> None:
     tau = torch.arange(1, 101, dtype=F64).unsqueeze(0)  # 0.29 * 100 = 28.999999999999996
     assert int((trim_topk(tau, 0.29) != 0).sum()) == 29
+
+
+@pytest.mark.parametrize("method", sorted(METHOD_CALLS))
+def test_inputs_are_not_modified(method: str) -> None:
+    torch.manual_seed(0)
+    ths = [torch.randn(3, 5) for _ in range(3)]
+    base = torch.randn(3, 5)
+    before = [t.clone() for t in [*ths, base]]
+    METHOD_CALLS[method](base, ths, [0.2, 0.3, 0.5])
+    trim_topk(torch.stack(ths), 0.5)
+    assert all(torch.equal(a, b) for a, b in zip([*ths, base], before, strict=True))

@@ -75,23 +75,27 @@ def _safe_divide(num: Tensor, den: Tensor) -> Tensor:
 
 
 def task_vectors(base: Tensor, tensors: Sequence[Tensor]) -> Tensor:
-    """`[N, *S]` stack of `tensors[i] - base` in the compute dtype."""
+    """`[N, *S]` stack of `tensors[i] - base` in the compute dtype (a new tensor)."""
     dtype = _compute_dtype([base, *tensors])
-    stacked = _stack(tensors, dtype)
+    stacked = _stack(tensors, dtype)  # torch.stack copies: safe to modify in place
     if base.shape != stacked.shape[1:]:
         raise ValueError(
             f"base has shape {tuple(base.shape)}, tensors have {tuple(stacked.shape[1:])}"
         )
-    return stacked - base.to(dtype)
+    return stacked.sub_(base.to(dtype))
+
+
+def _weighted_sum_(stacked: Tensor, w: Tensor, normalize: bool) -> Tensor:
+    """`sum_i w_i x_i` (over `sum_i w_i` if `normalize`); scales `stacked` in place."""
+    out = stacked.mul_(w).sum(0)
+    return _safe_divide(out, w.sum()) if normalize else out
 
 
 def linear(tensors: Sequence[Tensor], weights: Sequence[float], normalize: bool = True) -> Tensor:
     """Weighted average `sum_i w_i theta_i` (divided by `sum_i w_i` if `normalize`). Shape `S`."""
     dtype = _compute_dtype(tensors)
     stacked = _stack(tensors, dtype)
-    w = _weights(weights, len(tensors), dtype, stacked.ndim)
-    out = (stacked * w).sum(0)
-    return _safe_divide(out, w.sum()) if normalize else out
+    return _weighted_sum_(stacked, _weights(weights, len(tensors), dtype, stacked.ndim), normalize)
 
 
 def task_arithmetic(
@@ -103,11 +107,28 @@ def task_arithmetic(
 ) -> Tensor:
     """`base + lam * sum_i w_i tau_i` (the sum divided by `sum_i w_i` if `normalize`)."""
     tau = task_vectors(base, tensors)
-    w = _weights(weights, len(tensors), tau.dtype, tau.ndim)
-    delta = (tau * w).sum(0)
-    if normalize:
-        delta = _safe_divide(delta, w.sum())
+    delta = _weighted_sum_(tau, _weights(weights, len(tensors), tau.dtype, tau.ndim), normalize)
     return base.to(tau.dtype) + lam * delta
+
+
+def _trim_(tau: Tensor, density: float | Sequence[float]) -> Tensor:
+    """In-place `trim_topk`; temporaries are one model's size, not N models'."""
+    n = tau.shape[0]
+    dens = _per_model(density, n, "density")
+    flat = tau.view(n, -1)
+    numel = flat.shape[1]
+    for i, d in enumerate(dens):
+        if d >= 1 or numel == 0:
+            continue
+        # floor with a tiny tolerance so that e.g. 0.29 * 100 gives 29, not 28
+        k = max(1, math.floor(d * numel + 1e-9))
+        mag = flat[i].abs()
+        cut = torch.kthvalue(mag, numel - k + 1).values  # k-th largest magnitude
+        above, at_cut = mag > cut, mag == cut
+        n_from_cut = k - int(above.sum())
+        keep = above | (at_cut & (at_cut.cumsum(0) <= n_from_cut))
+        flat[i].masked_fill_(~keep, 0)
+    return tau
 
 
 def trim_topk(tau: Tensor, density: float | Sequence[float]) -> Tensor:
@@ -117,24 +138,7 @@ def trim_topk(tau: Tensor, density: float | Sequence[float]) -> Tensor:
     keeps everything); equal magnitudes at the cut go to the lowest flat indices. One
     `kthvalue` per model finds the cut (a loop over models, never over entries).
     """
-    n = tau.shape[0]
-    dens = _per_model(density, n, "density")
-    flat = tau.reshape(n, -1)
-    numel = flat.shape[1]
-    if numel == 0:
-        return tau.clone()
-    mag = flat.abs()
-    keep = torch.ones_like(flat, dtype=torch.bool)
-    for i, d in enumerate(dens):
-        if d >= 1:
-            continue
-        # floor with a tiny tolerance so that e.g. 0.29 * 100 gives 29, not 28
-        k = max(1, math.floor(d * numel + 1e-9))
-        cut = torch.kthvalue(mag[i], numel - k + 1).values  # k-th largest magnitude
-        above, at_cut = mag[i] > cut, mag[i] == cut
-        n_from_cut = k - int(above.sum())
-        keep[i] = above | (at_cut & (at_cut.cumsum(0) <= n_from_cut))
-    return torch.where(keep, flat, torch.zeros_like(flat)).reshape(tau.shape)
+    return _trim_(tau.clone().contiguous(), density)
 
 
 def elect_sign(weighted: Tensor) -> Tensor:
@@ -143,15 +147,20 @@ def elect_sign(weighted: Tensor) -> Tensor:
     return torch.where(total >= 0, torch.ones_like(total), -torch.ones_like(total))
 
 
-def _disjoint_merge(tau: Tensor, w: Tensor, normalize: bool) -> Tensor:
-    """TIES sign election + disjoint mean/sum of `tau: [N, *S]` with weights `w: [N, 1, ...]`."""
-    weighted = tau * w
+def _disjoint_merge_(tau: Tensor, w: Tensor, normalize: bool) -> Tensor:
+    """TIES sign election + disjoint mean/sum of `tau: [N, *S]` (modified in place) with
+    weights `w: [N, 1, ...]`. As in mergekit, agreement is judged on `w_i * tau_i`, so zero
+    entries (trimmed or dropped) and zero-weight models never count."""
+    weighted = tau.mul_(w)
     sign = elect_sign(weighted)
-    agree = (torch.sign(tau) == sign).to(tau.dtype)  # zeros (trimmed/dropped) never agree
-    delta = (weighted * agree).sum(0)
-    if normalize:
-        delta = _safe_divide(delta, (w * agree).sum(0))
-    return delta
+    den = torch.zeros_like(sign) if normalize else None
+    for i in range(weighted.shape[0]):  # per model: temporaries of one model's size
+        agree = torch.sign(weighted[i]) == sign
+        weighted[i].masked_fill_(~agree, 0)
+        if den is not None:
+            den.add_(agree.to(den.dtype), alpha=float(w[i]))
+    delta = weighted.sum(0)
+    return _safe_divide(delta, den) if den is not None else delta
 
 
 def ties(
@@ -165,18 +174,22 @@ def ties(
     """TIES-merging: trim each tau_i to its top-`density` entries (`trim_topk`), elect a sign
     per entry from the summed weighted trimmed mass, keep only entries agreeing with it and
     take their weighted mean (`normalize`) or sum; result `base + lam * delta`, shape `S`."""
-    tau = trim_topk(task_vectors(base, tensors), density)
+    tau = _trim_(task_vectors(base, tensors), density)
     w = _weights(weights, len(tensors), tau.dtype, tau.ndim)
-    return base.to(tau.dtype) + lam * _disjoint_merge(tau, w, normalize)
+    return base.to(tau.dtype) + lam * _disjoint_merge_(tau, w, normalize)
 
 
 def dare_mask(
     shape: Sequence[int], density: float | Sequence[float], generator: torch.Generator | None
 ) -> Tensor:
-    """Boolean keep-mask `[N, *S]` (N = shape[0]): entry kept with probability `density_i`."""
-    n = shape[0]
-    dens = torch.tensor(_per_model(density, n, "density")).reshape((n,) + (1,) * (len(shape) - 1))
-    return torch.rand(tuple(shape), generator=generator) < dens
+    """Boolean keep-mask `[N, *S]` (N = shape[0]): entry kept with probability `density_i`.
+
+    Drawn model by model (`torch.rand(S)` each, in order), exactly as `dare` draws it.
+    """
+    n, inner = shape[0], tuple(shape[1:])
+    dens = _per_model(density, n, "density")
+    masks = [torch.rand(inner, generator=generator) < d for d in dens]
+    return torch.stack(masks) if masks else torch.zeros(tuple(shape), dtype=torch.bool)
 
 
 def dare(
@@ -193,19 +206,17 @@ def dare(
     """DARE: drop each entry of tau_i with probability `p = 1 - density_i`, rescale survivors by
     `1 / density_i` (if `rescale`; keeps `E[tau~_i] = tau_i`), then combine linearly
     (`dare_linear`: `base + lam * sum_i w_i tau~_i`) or with TIES sign election and disjoint
-    mean/sum (`dare_ties`, `sign_election=True`). Masks come from `generator`. Shape `S`."""
+    mean/sum (`dare_ties`, `sign_election=True`). Masks come from `generator` (`dare_mask`)."""
     tau = task_vectors(base, tensors)
     n = tau.shape[0]
     dens = _per_model(density, n, "density")
-    keep = dare_mask(tau.shape, dens, generator)
-    tau = tau * keep
-    if rescale:
-        tau = tau / torch.tensor(dens, dtype=tau.dtype).reshape((n,) + (1,) * (tau.ndim - 1))
+    for i, d in enumerate(dens):  # same draws, in the same order, as dare_mask
+        keep = torch.rand(tuple(tau.shape[1:]), generator=generator) < d
+        tau[i].masked_fill_(~keep, 0)
+        if rescale:
+            tau[i].div_(d)
     w = _weights(weights, n, tau.dtype, tau.ndim)
-    if sign_election:
-        delta = _disjoint_merge(tau, w, normalize)
-    else:
-        delta = (tau * w).sum(0)
-        if normalize:
-            delta = _safe_divide(delta, w.sum())
+    delta = (
+        _disjoint_merge_(tau, w, normalize) if sign_election else _weighted_sum_(tau, w, normalize)
+    )
     return base.to(tau.dtype) + lam * delta

@@ -1,10 +1,13 @@
 """Apply a `MergeRecipe` to checkpoint folders, one tensor key at a time.
 
-`merge_checkpoints` opens every input's `model.safetensors` with `safetensors.safe_open` and, for
-each key, reads that key from every model (and the base), merges it and keeps only the merged
-tensor: peak memory is about one output model plus one key's tensors across the inputs, not N
-models. `merge_in_memory` loads whole state dicts and runs the same per-key code; it is the
-reference the streaming merge is tested against (bit-for-bit).
+`merge_checkpoints` reads, for each key, that key from every model (and the base) with
+`safetensors.safe_open`, merges it and keeps only the merged tensor: peak memory is about one
+output model plus one key's tensors across the inputs, not N models. The inputs are opened per
+key (a header parse) because safetensors tensors are views of the file's mmap: closing the
+handles after each key keeps the inputs' pages out of the process's RSS. (`save_file` then
+serialises the output through an in-memory copy, so writing briefly needs ~2x the output.)
+`merge_in_memory` loads whole state dicts and runs the same per-key code; it is the reference
+the streaming merge is tested against (bit-for-bit).
 
 Checks before anything is merged (all inputs, base included):
 - equal `tokenizer_fingerprint` (else `TokenizerMismatchError`): SID token embedding rows are
@@ -62,8 +65,8 @@ _FLOAT_CODES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
 @dataclass
 class MergeReport:
     """What `merge_checkpoints` did. `peak_rss_delta_bytes`: peak growth of the process's
-    anonymous resident memory (RSS minus file-backed pages, so the inputs' mmaps do not count)
-    sampled after each key, over its value at the start."""
+    resident memory (psutil RSS, sampled after each key is loaded and after it is merged, so
+    transient peaks inside a method are missed) over its value at the start."""
 
     method: str
     out_dir: Path
@@ -76,10 +79,28 @@ class MergeReport:
     inputs: list[str] = field(default_factory=list)
 
 
-def _anon_rss() -> int:
-    info = psutil.Process().memory_info()
-    shared = getattr(info, "shared", 0)  # Linux: file-backed + shmem resident pages
-    return int(info.rss - shared)
+def _rss() -> int:
+    return int(psutil.Process().memory_info().rss)
+
+
+def _open(stack: ExitStack, ckpt: Path) -> Any:
+    """`safe_open(ckpt/model.safetensors)` entered on `stack`; CheckpointError if unreadable."""
+    path = ckpt / MODEL_FILE
+    try:
+        return stack.enter_context(safe_open(path, framework="pt"))
+    except Exception as exc:  # safetensors raises its own error types
+        raise CheckpointError(f"{path}: cannot read safetensors ({exc})") from None
+
+
+def _read_layout(ckpt: Path) -> dict[str, tuple[tuple[int, ...], bool]]:
+    """`{key: (shape, is_float)}` from the safetensors header, without reading tensors."""
+    with ExitStack() as stack:
+        handle = _open(stack, ckpt)
+        layout = {}
+        for k in handle.keys():  # noqa: SIM118 - safe_open handles are not mappings
+            sl = handle.get_slice(k)
+            layout[k] = (tuple(sl.get_shape()), sl.get_dtype() in _FLOAT_CODES)
+    return layout
 
 
 def read_config(ckpt: Path) -> dict[str, Any]:
@@ -182,7 +203,7 @@ def merge_tensor(
                     f"non-float tensor '{key}' ({ref.dtype}) differs between {names[0]} and "
                     f"{name}; non-float tensors are copied, not merged, and must be identical"
                 )
-        return ref
+        return ref.clone()  # own memory: do not keep an input file's mmap alive
     weights, densities = recipe.weights(), recipe.densities()
     lam, normalize = recipe.lam, recipe.normalize
     method = recipe.merge_method
@@ -260,7 +281,7 @@ def merge_checkpoints(
     version and `extra.merge` = resolved recipe, inputs and timing.
     """
     start = time.perf_counter()
-    rss0 = peak = _anon_rss()
+    rss0 = peak = _rss()
     recipe = _as_recipe(recipe)
     out_dir = Path(out_dir)
     inputs = _inputs(recipe)
@@ -279,35 +300,22 @@ def merge_checkpoints(
     names = [f"{role} {p}" for role, p in inputs]
     has_base = recipe.base_model is not None
 
+    keys = _check_layouts(inputs, [_read_layout(p) for _, p in inputs])
+    show = _progress_printer(progress, len(keys))
     merged: dict[str, Tensor] = {}
     n_copied = 0
-    with ExitStack() as stack:
-        handles = []
-        for _, p in inputs:
-            try:
-                handles.append(stack.enter_context(safe_open(p / MODEL_FILE, framework="pt")))
-            except Exception as exc:  # safetensors raises its own error types
-                raise CheckpointError(
-                    f"{p / MODEL_FILE}: cannot read safetensors ({exc})"
-                ) from None
-        layouts = []
-        for h in handles:
-            layout = {}
-            for k in h.keys():  # noqa: SIM118 - safe_open handles are not mappings
-                sl = h.get_slice(k)
-                layout[k] = (tuple(sl.get_shape()), sl.get_dtype() in _FLOAT_CODES)
-            layouts.append(layout)
-        keys = _check_layouts(inputs, layouts)
-        show = _progress_printer(progress, len(keys))
-        for i, key in enumerate(keys):
-            loaded = [h.get_tensor(key) for h in handles]
-            peak = max(peak, _anon_rss())
-            base = loaded[0] if has_base else None
-            merged[key] = merge_tensor(recipe, key, base, loaded[int(has_base) :], names)
-            n_copied += not merged[key].is_floating_point()
-            del loaded, base
-            peak = max(peak, _anon_rss())
-            show(i + 1, key)
+    for i, key in enumerate(keys):
+        # Open the inputs per key (only the header is parsed): the tensors are views of the
+        # files' mmaps, so closing after each key unmaps them and RSS holds only this key.
+        with ExitStack() as stack:
+            loaded = [_open(stack, p).get_tensor(key) for _, p in inputs]
+        peak = max(peak, _rss())
+        base = loaded[0] if has_base else None
+        merged[key] = merge_tensor(recipe, key, base, loaded[int(has_base) :], names)
+        n_copied += not merged[key].is_floating_point()
+        del loaded, base
+        peak = max(peak, _rss())
+        show(i + 1, key)
 
     output_bytes = sum(t.numel() * t.element_size() for t in merged.values())
     cfg = copy.deepcopy(configs[int(has_base)])
@@ -332,7 +340,7 @@ def merge_checkpoints(
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         save_file(merged, str(tmp / MODEL_FILE), metadata={"format": "pt"})
         write_json(tmp / CONFIG_FILE, cfg)
-    peak = max(peak, _anon_rss())
+    peak = max(peak, _rss())
     return MergeReport(
         method=recipe.merge_method,
         out_dir=out_dir,
