@@ -1,0 +1,174 @@
+"""Decoder-only recommender: a small Llama over the flattened SID stream of a user's sequence.
+
+Sequence layout: [BOS, (user token), sid(i1) tokens, sid(i2) tokens, ...]. Training
+(`batches.causal_windows`) scores every target item of a window in one forward pass.
+Inference: prompt = [BOS, (user), last max_history items' tokens], left-padded (positions
+start at 0 at BOS, as in training), then sid_len tokens are generated with the KV cache
+(`DynamicCache`, reordered in place by `reorder_cache` for beams).
+
+Dropout: Llama only has attention dropout, so the model also applies `config.dropout` to the
+input embeddings and, via forward hooks on each `mlp`, to the FFN output (training only; the
+hooks sit on the `mlp` module, downstream of `down_proj`, so edit hooks on `down_proj` are
+unaffected).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import LlamaConfig, LlamaForCausalLM
+from transformers.cache_utils import DynamicCache
+
+from freshrec.model.base import DecodeState, GenerativeRecommender, compact_left
+from freshrec.model.config import ModelConfig
+from freshrec.semid.vocab import BOS, PAD, SidVocab
+
+
+def llama_config(config: ModelConfig, vocab: SidVocab) -> LlamaConfig:
+    """The transformers LlamaConfig of a causal ModelConfig."""
+    max_len = 2 + (config.max_history + 1) * vocab.sid_len
+    return LlamaConfig(
+        vocab_size=vocab.size,
+        hidden_size=config.d_model,
+        intermediate_size=config.d_ff,
+        num_hidden_layers=config.num_layers,
+        num_attention_heads=config.num_heads,
+        num_key_value_heads=config.num_heads,
+        head_dim=config.d_kv,
+        hidden_act=config.activation,
+        max_position_embeddings=max(max_len, 64),
+        attention_dropout=config.attn_dropout,
+        rope_parameters={"rope_type": "default", "rope_theta": config.rope_theta},
+        tie_word_embeddings=True,
+        pad_token_id=PAD,
+        bos_token_id=BOS,
+        eos_token_id=BOS,
+        use_cache=True,
+    )
+
+
+def _ffn_dropout_hook(p: float):
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        return nn.functional.dropout(output, p, module.training)
+
+    return hook
+
+
+class CausalModel(GenerativeRecommender):
+    """LlamaForCausalLM wrapped in the GenerativeRecommender API."""
+
+    arch = "causal"
+
+    def __init__(self, config: ModelConfig, vocab: SidVocab) -> None:
+        super().__init__(config, vocab)
+        self.llama = LlamaForCausalLM(llama_config(config, vocab))
+        self.embed_dropout = nn.Dropout(config.dropout)
+        if config.dropout > 0:
+            for layer in self.llama.model.layers:
+                layer.mlp.register_forward_hook(_ffn_dropout_hook(config.dropout))
+
+    def _forward(
+        self,
+        tokens: torch.Tensor,
+        mask: torch.Tensor,
+        positions: torch.Tensor,
+        cache: DynamicCache | None = None,
+        logits_to_keep: int = 0,
+    ):
+        embeds = self.embed_dropout(self.llama.model.embed_tokens(tokens))
+        return self.llama(
+            inputs_embeds=embeds,
+            attention_mask=mask.long(),
+            position_ids=positions,
+            past_key_values=cache,
+            use_cache=cache is not None,
+            logits_to_keep=logits_to_keep,
+        )
+
+    # --- training ------------------------------------------------------------------------
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        tokens, targets = batch["tokens"], batch["targets"]
+        mask = tokens != PAD
+        positions = torch.arange(tokens.shape[1], device=tokens.device).expand_as(tokens)
+        logits = self._forward(tokens, mask, positions).logits
+        sel = targets[:, 1:]
+        return self.sid_loss(logits[:, :-1][sel], tokens[:, 1:][sel])
+
+    # --- decoding ------------------------------------------------------------------------
+    def _prompt(self, history_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[BOS, history] left-padded: (tokens Long[B, T+1], mask Bool[B, T+1])."""
+        history = compact_left(history_tokens.to(self.device))
+        B, T = history.shape
+        n_real = (history != PAD).sum(dim=1)
+        tokens = torch.cat(
+            [torch.full((B, 1), PAD, dtype=torch.long, device=history.device), history], 1
+        )
+        tokens[torch.arange(B, device=history.device), T - n_real] = BOS
+        return tokens, tokens != PAD
+
+    @staticmethod
+    def _positions(mask: torch.Tensor) -> torch.Tensor:
+        return (mask.long().cumsum(dim=1) - 1).clamp(min=0)
+
+    def decode_start(self, history_tokens: torch.Tensor) -> DecodeState:
+        tokens, mask = self._prompt(history_tokens)
+        B, T = tokens.shape
+        cache = DynamicCache(config=self.llama.config)
+        trig = torch.full((B, 1), -1, dtype=torch.long, device=tokens.device)
+        trig = torch.cat([trig.expand(B, T - 1), torch.zeros_like(trig)], dim=1)
+        with self.triggers(trig):
+            out = self._forward(tokens, mask, self._positions(mask), cache, logits_to_keep=1)
+        return {
+            "cache": out.past_key_values,
+            "mask": mask,
+            "next_pos": mask.sum(dim=1),
+            "logits": out.logits[:, -1],
+        }
+
+    def decode_step(
+        self, state: DecodeState, tokens: torch.Tensor | None, position: int
+    ) -> torch.Tensor:
+        if position == 0:
+            return state["logits"]  # computed by decode_start from the last history token
+        if tokens is None:
+            raise ValueError("decode_step needs the previous tokens after position 0")
+        mask = state["mask"]
+        B = mask.shape[0]
+        mask = torch.cat([mask, torch.ones((B, 1), dtype=torch.bool, device=mask.device)], 1)
+        trig = torch.full((B, 1), position, dtype=torch.long, device=mask.device)
+        with self.triggers(trig):
+            out = self._forward(
+                tokens.reshape(B, 1).to(mask.device),
+                mask,
+                state["next_pos"][:, None],
+                state["cache"],
+            )
+        state.update(
+            cache=out.past_key_values,
+            mask=mask,
+            next_pos=state["next_pos"] + 1,
+            logits=out.logits[:, -1],
+        )
+        return state["logits"]
+
+    def reorder(self, state: DecodeState, index: torch.Tensor) -> None:
+        index = index.to(state["mask"].device)
+        for key in ("mask", "next_pos", "logits"):
+            state[key] = state[key].index_select(0, index)
+        state["cache"].reorder_cache(index)
+
+    def sid_log_probs(self, history_tokens: torch.Tensor, sid_tokens: torch.Tensor) -> torch.Tensor:
+        prompt, pmask = self._prompt(history_tokens)
+        sid_tokens = sid_tokens.to(prompt.device)
+        P = sid_tokens.shape[1]
+        T = prompt.shape[1]
+        tokens = torch.cat([prompt, sid_tokens[:, :-1]], dim=1)
+        mask = torch.cat([pmask, torch.ones_like(sid_tokens[:, :-1], dtype=torch.bool)], dim=1)
+        trig = torch.full_like(tokens, -1)
+        trig[:, T - 1 :] = torch.arange(P, device=tokens.device)
+        with self.triggers(trig):
+            logits = self._forward(tokens, mask, self._positions(mask), logits_to_keep=P).logits
+        return self.gather_sid_log_probs(logits, sid_tokens)
+
+    def ffn_out_projs(self) -> list[nn.Linear]:
+        return [layer.mlp.down_proj for layer in self.llama.model.layers]

@@ -1,0 +1,112 @@
+"""Model checkpoints: a folder with `model.safetensors` + `config.json`, written atomically.
+
+config.json: {"arch", "model" (ModelConfig), "vocab" (SidVocab), "tokenizer_fingerprint",
+"freshrec_version", "extra"}. The fingerprint ties a model to the SID tokenizer it was trained
+with; loading with a different expected fingerprint raises `TokenizerMismatchError`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_model, save_model
+
+import freshrec
+from freshrec.atomic import atomic_dir, write_json
+from freshrec.errors import CheckpointError, ConfigError, TokenizerMismatchError
+from freshrec.model.base import GenerativeRecommender, build_model
+from freshrec.model.config import ModelConfig
+from freshrec.semid.vocab import SidVocab
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+
+
+def save_checkpoint(
+    model: GenerativeRecommender,
+    folder: str | Path,
+    tokenizer_fingerprint: str,
+    extra: dict[str, Any] | None = None,
+) -> Path:
+    """Write `model` to `folder` (replaced atomically if it exists). Returns the folder."""
+    folder = Path(folder)
+    with atomic_dir(folder) as tmp:
+        # save_model drops tied duplicates (T5/Llama share embedding and lm_head weights)
+        save_model(model, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        write_json(
+            tmp / CONFIG,
+            {
+                "arch": model.arch,
+                "model": model.config.model_dump(),
+                "vocab": model.vocab.to_dict(),
+                "tokenizer_fingerprint": tokenizer_fingerprint,
+                "freshrec_version": freshrec.__version__,
+                "extra": extra or {},
+            },
+        )
+    return folder
+
+
+def read_checkpoint_config(folder: str | Path) -> dict[str, Any]:
+    """The parsed config.json of a checkpoint; CheckpointError if missing or malformed."""
+    path = Path(folder) / CONFIG
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint config not found (is {folder} a checkpoint?)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CheckpointError(f"{path}: unreadable checkpoint config ({exc})") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: checkpoint config is not a JSON object")
+    missing = [k for k in ("arch", "model", "vocab", "tokenizer_fingerprint") if k not in data]
+    if missing:
+        raise CheckpointError(f"{path}: checkpoint config lacks {missing}")
+    return data
+
+
+def load_checkpoint(
+    folder: str | Path,
+    expect_fingerprint: str | None = None,
+    map_location: str | torch.device = "cpu",
+) -> GenerativeRecommender:
+    """Load a checkpoint written by `save_checkpoint`, in eval mode on `map_location`.
+
+    Raises TokenizerMismatchError when `expect_fingerprint` differs from the stored one, and
+    CheckpointError (naming the file) when a file is missing, corrupt or does not fit.
+    """
+    folder = Path(folder)
+    data = read_checkpoint_config(folder)
+    stored = data["tokenizer_fingerprint"]
+    if expect_fingerprint is not None and stored != expect_fingerprint:
+        raise TokenizerMismatchError(
+            f"{folder}: checkpoint was trained with SID tokenizer {stored!r} but the current "
+            f"tokenizer is {expect_fingerprint!r}; retrain the model or use the matching tokenizer"
+        )
+    cfg_path = folder / CONFIG
+    try:
+        config = ModelConfig.from_dict(data["model"])
+        vocab = SidVocab(**data["vocab"])
+    except (ConfigError, TypeError) as exc:
+        raise CheckpointError(f"{cfg_path}: bad model/vocab config ({exc})") from None
+    if config.arch != data["arch"]:
+        raise CheckpointError(f"{cfg_path}: arch {data['arch']!r} != model.arch {config.arch!r}")
+    weights = folder / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: checkpoint weights not found")
+    model = build_model(config, vocab)
+    try:
+        missing, unexpected = load_model(
+            model, str(weights), strict=False, device=str(map_location)
+        )
+    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+        raise CheckpointError(f"{weights}: cannot load weights ({exc})") from None
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{weights}: weights do not fit the config (missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]})"
+        )
+    return model.to(map_location).eval()

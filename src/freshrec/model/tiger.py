@@ -1,0 +1,133 @@
+"""TIGER: a T5 encoder-decoder that reads history SID tokens and generates the next SID.
+
+Encoder input: SID tokens of the last `max_history` items (optionally preceded by a hashed user
+token), left-padded with PAD. Decoder input [BOS, t0 .. t_{P-2}] predicts t0 .. t_{P-1}. SIDs
+have a fixed length, so no EOS is trained or generated: decoding always runs sid_len steps.
+
+KV cache (transformers 5.x): `decode_start` runs the encoder once and creates an
+`EncoderDecoderCache(DynamicCache, DynamicCache)`; each `decode_step` feeds one decoder token
+with `use_cache=True`. The cross-attention K/V are computed on the first step and then reused
+(`is_updated`); `reorder` calls the cache's `reorder_cache` (index_select on every layer's
+self- and cross-attention K/V) plus index_select of the encoder states and mask, so beams never
+recompute anything.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import T5Config, T5ForConditionalGeneration
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
+from transformers.models.t5.modeling_t5 import T5Attention
+
+from freshrec.model.base import DecodeState, GenerativeRecommender, compact_left
+from freshrec.model.config import ModelConfig
+from freshrec.semid.vocab import BOS, PAD, SidVocab
+
+
+def t5_config(config: ModelConfig, vocab: SidVocab) -> T5Config:
+    """The transformers T5Config of a tiger ModelConfig."""
+    return T5Config(
+        vocab_size=vocab.size,
+        d_model=config.d_model,
+        d_kv=config.d_kv,
+        d_ff=config.d_ff,
+        num_layers=config.num_layers,
+        num_decoder_layers=config.decoder_layers,
+        num_heads=config.num_heads,
+        relative_attention_num_buckets=config.relative_attention_num_buckets,
+        relative_attention_max_distance=config.relative_attention_max_distance,
+        dropout_rate=config.dropout,
+        feed_forward_proj=config.activation,
+        pad_token_id=PAD,
+        eos_token_id=BOS,
+        bos_token_id=BOS,
+        decoder_start_token_id=BOS,
+        is_encoder_decoder=True,
+        use_cache=True,
+    )
+
+
+class TigerModel(GenerativeRecommender):
+    """T5ForConditionalGeneration wrapped in the GenerativeRecommender API."""
+
+    arch = "tiger"
+
+    def __init__(self, config: ModelConfig, vocab: SidVocab) -> None:
+        super().__init__(config, vocab)
+        self.t5 = T5ForConditionalGeneration(t5_config(config, vocab))
+        # T5 uses dropout_rate for attention probabilities too; allow a separate rate
+        for module in self.t5.modules():
+            if isinstance(module, T5Attention):
+                module.dropout = config.attn_dropout
+
+    # --- training ------------------------------------------------------------------------
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        history, target = batch["history"], batch["target"]
+        logits = self._teacher_forced_logits(history, target)
+        return self.sid_loss(logits.reshape(-1, logits.shape[-1]), target.reshape(-1))
+
+    def _teacher_forced_logits(
+        self, history: torch.Tensor, sid_tokens: torch.Tensor
+    ) -> torch.Tensor:
+        """logits float[B, P, V] of decoder input [BOS, sid[:, :-1]]."""
+        history = compact_left(history)
+        dec_in = torch.cat([torch.full_like(sid_tokens[:, :1], BOS), sid_tokens[:, :-1]], dim=1)
+        out = self.t5(
+            input_ids=history,
+            attention_mask=history != PAD,
+            decoder_input_ids=dec_in,
+            use_cache=False,
+        )
+        return out.logits
+
+    # --- decoding ------------------------------------------------------------------------
+    def decode_start(self, history_tokens: torch.Tensor) -> DecodeState:
+        history = compact_left(history_tokens.to(self.device))
+        mask = history != PAD
+        with self.triggers(None):
+            enc = self.t5.encoder(input_ids=history, attention_mask=mask).last_hidden_state
+        cache = EncoderDecoderCache(
+            DynamicCache(config=self.t5.config), DynamicCache(config=self.t5.config)
+        )
+        return {"enc": enc, "mask": mask, "cache": cache}
+
+    def decode_step(
+        self, state: DecodeState, tokens: torch.Tensor | None, position: int
+    ) -> torch.Tensor:
+        B = state["enc"].shape[0]
+        if position == 0:
+            dec_in = torch.full((B, 1), BOS, dtype=torch.long, device=state["enc"].device)
+        else:
+            if tokens is None:
+                raise ValueError("decode_step needs the previous tokens after position 0")
+            dec_in = tokens.reshape(B, 1).to(state["enc"].device)
+        trig = torch.full((B, 1), position, dtype=torch.long, device=dec_in.device)
+        with self.triggers(trig):
+            out = self.t5(
+                encoder_outputs=(state["enc"],),
+                attention_mask=state["mask"],
+                decoder_input_ids=dec_in,
+                past_key_values=state["cache"],
+                use_cache=True,
+            )
+        state["cache"] = out.past_key_values
+        return out.logits[:, -1]
+
+    def reorder(self, state: DecodeState, index: torch.Tensor) -> None:
+        index = index.to(state["enc"].device)
+        state["enc"] = state["enc"].index_select(0, index)
+        state["mask"] = state["mask"].index_select(0, index)
+        state["cache"].reorder_cache(index)
+
+    def sid_log_probs(self, history_tokens: torch.Tensor, sid_tokens: torch.Tensor) -> torch.Tensor:
+        history_tokens = history_tokens.to(self.device)
+        sid_tokens = sid_tokens.to(self.device)
+        B, P = sid_tokens.shape
+        trig = torch.arange(P, device=sid_tokens.device).expand(B, P)
+        with self.triggers(trig):
+            logits = self._teacher_forced_logits(history_tokens, sid_tokens)
+        return self.gather_sid_log_probs(logits, sid_tokens)
+
+    def ffn_out_projs(self) -> list[nn.Linear]:
+        return [block.layer[-1].DenseReluDense.wo for block in self.t5.decoder.block]
