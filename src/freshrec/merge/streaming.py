@@ -4,8 +4,9 @@
 `safetensors.safe_open`, merges it and keeps only the merged tensor: peak memory is about one
 output model plus one key's tensors across the inputs, not N models. The inputs are opened per
 key (a header parse) because safetensors tensors are views of the file's mmap: closing the
-handles after each key keeps the inputs' pages out of the process's RSS. (`save_file` then
-serialises the output through an in-memory copy, so writing briefly needs ~2x the output.)
+handles after each key keeps the inputs' pages out of the process's RSS. (glibc's dynamic mmap
+threshold can still leave freed per-key temporaries in the heap, so RSS may grow by up to ~2x
+the output; `MALLOC_MMAP_THRESHOLD_=1048576` in the environment avoids that.)
 `merge_in_memory` loads whole state dicts and runs the same per-key code; it is the reference
 the streaming merge is tested against (bit-for-bit).
 
