@@ -217,6 +217,14 @@ def test_density_rejected_for_dense_methods(folder: Path) -> None:
     )
 
 
+def test_global_density_rejected_for_linear(folder: Path) -> None:
+    raises(
+        folder,
+        recipe("linear", parameters={"density": 0.5}),
+        r"r\.yaml: parameters\.density: density applies only to dare_linear, dare_ties, ties",
+    )
+
+
 def test_unknown_fields_list_allowed_ones(folder: Path) -> None:
     data = recipe(parameters={"lamda": 2}, foo=1)
     data["models"][0]["parameters"]["wieght"] = 1

@@ -21,10 +21,10 @@ Relative paths resolve against the recipe file's folder. Rules (each violation i
   dare_linear false, dare_ties false. For linear with `normalize: false` the weights must sum
   to 1 (within 1e-3); otherwise the merged model would be the average scaled by sum(weights),
   which is an error rather than a warning (use task_arithmetic + lambda to extrapolate).
-- `base_model` is required for every method but linear (for linear it is optional and only
-  checked for compatibility and used as the source of non-float tensors; it is averaged only
-  if also listed in `models`). An entry of `models` that is the base
-  itself is dropped for the task-vector methods (its task vector is zero), as mergekit does.
+- `base_model` is required for every method but linear (for linear it is optional: checked for
+  compatibility and the source of non-float tensors, averaged only if listed in `models`). An
+  entry of `models` that is the base itself is dropped for the task-vector methods (its task
+  vector is zero), as mergekit does, with a warning.
 - `lambda` (alias `scale`) default 1.0; `seed` (DARE masks) default 0; `rescale` (DARE) default
   true; `int8_mask` is accepted for mergekit compatibility and has no effect.
 """
@@ -245,10 +245,12 @@ class MergeRecipe(BaseModel):
         if all(w == 0 for w in weights):
             raise ValueError(f"models: all weights are 0 ({weights}); at least one must be > 0")
         if method not in SPARSE_METHODS:
-            for i, d in enumerate(self.densities()):
+            for i, (m, d) in enumerate(zip(self.models, self.densities(), strict=True)):
                 if d != 1.0:
+                    own = m.parameters.density is not None
+                    field = f"models[{i}].parameters.density" if own else "parameters.density"
                     raise ValueError(
-                        f"models[{i}].parameters.density: density applies only to "
+                        f"{field}: density applies only to "
                         f"{', '.join(sorted(SPARSE_METHODS))}; got {d} with '{method}'"
                     )
         if method == "linear" and not self.normalize:
