@@ -16,6 +16,9 @@ def test_history_pairs_are_full_histories(tiny_split: Split) -> None:
     rows, items = history_pairs(tiny_split, tiny_split.test)
     got = [sorted(items[rows == i].tolist()) for i in range(len(tiny_split.test))]
     assert got == [[0, 1, 2, 3], [1, 2, 6], [1, 2, 6, 7], [0, 1, 2, 3]]
+    rows, items = history_pairs(tiny_split, tiny_split.test, max_len=2)
+    got = [items[rows == i].tolist() for i in range(len(tiny_split.test))]
+    assert got == [[2, 3], [2, 6], [6, 7], [1, 3]]
 
 
 def test_topk_excluding_ties_and_neg_inf() -> None:

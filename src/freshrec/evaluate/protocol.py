@@ -17,6 +17,10 @@ from freshrec.data.schema import Requests, Split
 from freshrec.errors import ConfigError
 from freshrec.evaluate.metrics import KS, Metrics, compute_metrics
 
+DEFAULT_HISTORY_LEN = 20
+"""History length of the baselines (TIGER's): a request's model input and exclusion set are
+its last 20 interactions (EVAL.md: history truncated to the model's history length)."""
+
 Part = Literal["valid", "test"]
 Catalog = Literal["warm", "full"]
 
@@ -26,28 +30,35 @@ class Ranker(Protocol):
     """A recommender under evaluation.
 
     name: the row label in tables. catalog: "warm" when it can only rank training-period items,
-    "full" when it ranks the whole catalog including new items.
+    "full" when it ranks the whole catalog including new items. history_len: how many of the
+    most recent interactions form the request's history, the model input and the exclusion set
+    (None = all earlier interactions).
     """
 
     name: str
     catalog: str
+    history_len: int | None
 
     def rank(self, split: Split, requests: Requests, top_k: int = 50) -> np.ndarray:
         """int64[n, top_k] item indices, best first, -1 for empty slots; never an item of the
-        request's history (`split.sequence(user)[:pos]`)."""
+        request's history (the last `history_len` items of `split.sequence(user)[:pos]`)."""
         ...
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def history_pairs(split: Split, requests: Requests) -> tuple[np.ndarray, np.ndarray]:
-    """(rows, items) int64[m] each: every (request row, history item) pair, full histories.
+def history_pairs(
+    split: Split, requests: Requests, max_len: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(rows, items) int64[m] each: every (request row, history item) pair.
 
-    The history of request i is `split.sequence(user[i])[:pos[i]]`; vectorised, no loop.
+    The history of request i is `split.sequence(user[i])[:pos[i]]`, truncated to its last
+    `max_len` items (None = all earlier interactions); vectorised, no loop.
     """
-    lengths = np.asarray(requests.pos, dtype=np.int64)
-    starts = np.asarray(split.seq_offsets, dtype=np.int64)[requests.user]
+    pos = np.asarray(requests.pos, dtype=np.int64)
+    lengths = pos if max_len is None else np.minimum(pos, max_len)
+    starts = np.asarray(split.seq_offsets, dtype=np.int64)[requests.user] + pos - lengths
     total = int(lengths.sum())
     rows = np.repeat(np.arange(len(requests), dtype=np.int64), lengths)
     if total == 0:
@@ -58,9 +69,9 @@ def history_pairs(split: Split, requests: Requests) -> tuple[np.ndarray, np.ndar
     return rows, split.seq_items[idx].astype(np.int64)
 
 
-def history_mask(split: Split, requests: Requests) -> torch.Tensor:
-    """bool[n, n_items] True where the item is in the request's history."""
-    rows, items = history_pairs(split, requests)
+def history_mask(split: Split, requests: Requests, max_len: int | None = None) -> torch.Tensor:
+    """bool[n, n_items] True where the item is in the request's (last `max_len`) history."""
+    rows, items = history_pairs(split, requests, max_len)
     mask = torch.zeros(len(requests), split.dataset.n_items, dtype=torch.bool)
     mask[torch.from_numpy(rows), torch.from_numpy(items)] = True
     return mask
@@ -90,16 +101,18 @@ def rank_in_chunks(
     split: Split,
     requests: Requests,
     top_k: int,
+    history_len: int | None = None,
     chunk_size: int = 512,
 ) -> np.ndarray:
     """Call `score_fn(chunk_requests) -> float[b, n_items]` chunk by chunk, exclude each
-    request's history and keep the top-K. Returns int64[n, top_k]."""
+    request's history (its last `history_len` items; None = all) and keep the top-K.
+    Returns int64[n, top_k]."""
     out = np.full((len(requests), top_k), -1, dtype=np.int64)
     for start in range(0, len(requests), chunk_size):
         sel = np.arange(start, min(start + chunk_size, len(requests)))
         sub = requests.subset(sel)
         scores = score_fn(sub)
-        out[sel] = topk_excluding(scores, history_mask(split, sub), top_k)
+        out[sel] = topk_excluding(scores, history_mask(split, sub, history_len), top_k)
     return out
 
 
@@ -128,6 +141,7 @@ class EvalResult:
 
     n_requests: requests scored (after sampling); n_available: requests in the part before
     sampling; sample_seed: None when every request was scored.
+    history_len: the ranker's history length (input and exclusion set; None = all).
     seconds: wall time of `rank`; ms_per_request: seconds * 1000 / n_requests.
     """
 
@@ -140,6 +154,7 @@ class EvalResult:
     max_requests: int | None
     sample_seed: int | None
     top_k: int
+    history_len: int | None
     seconds: float
     ms_per_request: float
     extra: dict[str, Any] = field(default_factory=dict)
@@ -155,6 +170,7 @@ class EvalResult:
             "max_requests": self.max_requests,
             "sample_seed": self.sample_seed,
             "top_k": self.top_k,
+            "history_len": self.history_len,
             "seconds": self.seconds,
             "ms_per_request": self.ms_per_request,
             "extra": self.extra,
@@ -208,8 +224,9 @@ def evaluate_ranker(
             f"{ranker.name}.rank returned shape {ranked.shape}, expected {(len(requests), top_k)}"
         )
     ranked = ranked.astype(np.int64, copy=False)
+    history_len = getattr(ranker, "history_len", None)
     if check_exclusion and len(requests):
-        rows, items = history_pairs(split, requests)
+        rows, items = history_pairs(split, requests, history_len)
         n_items = split.dataset.n_items
         bad = np.isin(
             rows * n_items + items,
@@ -242,6 +259,7 @@ def evaluate_ranker(
         max_requests=max_requests,
         sample_seed=seed if sampled else None,
         top_k=top_k,
+        history_len=history_len,
         seconds=seconds,
         ms_per_request=seconds * 1000.0 / max(n, 1),
         extra=dict(extra or {}),

@@ -181,8 +181,9 @@ def render_markdown(
         "new items. Multiple seeds: median (min–max).",
         "",
         markdown_table(results, ks),
-        "| method | part | requests | sampled (seed) | coverage@K | seconds | ms/request |",
-        "|---|---|---|---|---|---|---|",
+        "| method | part | requests | sampled (seed) | history | coverage@K | seconds "
+        "| ms/request |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         sample = (
@@ -193,6 +194,7 @@ def render_markdown(
         k_cov = max(r.metrics.ks)
         lines.append(
             f"| {r.method} | {r.part} | {r.n_requests} | {sample} | "
+            f"{'all' if r.history_len is None else f'last {r.history_len}'} | "
             f"{r.metrics.coverage[k_cov]:.4f} (K={k_cov}) | "
             f"{r.seconds:.2f} | {r.ms_per_request:.3f} |"
         )

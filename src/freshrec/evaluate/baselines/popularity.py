@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from freshrec.data.schema import Requests, Split
-from freshrec.evaluate.protocol import rank_in_chunks
+from freshrec.evaluate.protocol import DEFAULT_HISTORY_LEN, rank_in_chunks
 
 
 def train_item_counts(split: Split) -> np.ndarray:
@@ -19,15 +19,19 @@ def train_item_counts(split: Split) -> np.ndarray:
 
 
 class PopularityRanker:
-    """Items by training-period interaction count, ties by item index; history items excluded.
+    """Items by training-period interaction count, ties by item index; the request's last
+    `history_len` items (None = all) are excluded.
 
     New items have count 0 and are never recommended (this is the warm-catalog baseline).
     """
 
     catalog = "warm"
 
-    def __init__(self, name: str = "most-popular") -> None:
+    def __init__(
+        self, name: str = "most-popular", history_len: int | None = DEFAULT_HISTORY_LEN
+    ) -> None:
         self.name = name
+        self.history_len = history_len
         self._key: int | None = None
         self._scores: torch.Tensor | None = None
 
@@ -48,5 +52,10 @@ class PopularityRanker:
             self.fit(split)
         scores = self._scores
         return rank_in_chunks(
-            lambda sub: scores.expand(len(sub), -1), split, requests, top_k, chunk_size=1024
+            lambda sub: scores.expand(len(sub), -1),
+            split,
+            requests,
+            top_k,
+            history_len=self.history_len,
+            chunk_size=1024,
         )

@@ -21,14 +21,20 @@ from torch import nn
 
 from freshrec.data.schema import Requests, Split
 from freshrec.errors import ConfigError
-from freshrec.evaluate.protocol import evaluate_ranker, rank_in_chunks
+from freshrec.evaluate.protocol import DEFAULT_HISTORY_LEN, evaluate_ranker, rank_in_chunks
 
 
 @dataclass
 class SASRecConfig:
     """Small CPU configuration (trains in about a minute on 2 cores on MovieLens-small).
 
-    loss: "ce" = full softmax over the warm catalog, "bce" = one uniform negative per position.
+    max_len: training window / model input length. history_len: a request's history at
+    inference (its last `history_len` interactions, None = up to `max_len`): the model input
+    (new items dropped) and the exclusion set.
+
+    loss: "ce" = full softmax over the warm catalog; "sampled" = softmax over the target and
+    `n_negatives` uniform warm items shared by the batch (accidental hits masked); "bce" = one
+    uniform negative per position (original SASRec).
     Early stopping: every `eval_every` epochs, validation NDCG@10 (overall) on a seeded sample of
     `valid_requests` requests; stop after `patience` evaluations without improvement, after
     `max_epochs`, after `max_steps` optimiser steps or after `time_budget_s` seconds; the best
@@ -36,11 +42,13 @@ class SASRecConfig:
     """
 
     max_len: int = 50
+    history_len: int | None = DEFAULT_HISTORY_LEN
     dim: int = 64
     n_layers: int = 2
     n_heads: int = 2
     dropout: float = 0.2
-    loss: Literal["ce", "bce"] = "ce"
+    loss: Literal["ce", "sampled", "bce"] = "ce"
+    n_negatives: int = 512
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 128
@@ -145,7 +153,14 @@ class SASRecRanker:
 
     def __init__(self, config: SASRecConfig | None = None, name: str = "SASRec") -> None:
         self.cfg = config or SASRecConfig()
+        if self.cfg.loss not in ("ce", "sampled", "bce"):
+            raise ConfigError(
+                f"SASRec loss must be 'ce', 'sampled' or 'bce', got {self.cfg.loss!r}"
+            )
+        if self.cfg.history_len is not None and self.cfg.history_len > self.cfg.max_len:
+            raise ConfigError("SASRec history_len cannot exceed max_len")
         self.name = name
+        self.history_len = self.cfg.history_len
         self.model: SASRec | None = None
         self.warm_items: np.ndarray | None = None  # compact id c -> item warm_items[c - 1]
         self.to_compact: np.ndarray | None = None  # item -> compact id (0 = not warm)
@@ -238,6 +253,12 @@ class SASRecRanker:
         h, tgt = h[keep], tgt[keep]
         if self.cfg.loss == "ce":
             return F.cross_entropy(self.model.item_scores(h), tgt - 1)
+        if self.cfg.loss == "sampled":
+            neg = torch.randint(1, n_warm + 1, (self.cfg.n_negatives,), generator=gen)
+            pos_logit = (h * self.model.item(tgt)).sum(-1, keepdim=True)
+            neg_logit = (h @ self.model.item(neg).T).masked_fill(tgt[:, None] == neg, float("-inf"))
+            logits = torch.cat([pos_logit, neg_logit], dim=1)
+            return F.cross_entropy(logits, torch.zeros(len(tgt), dtype=torch.long))
         neg = torch.randint(1, n_warm + 1, tgt.shape, generator=gen)
         pos_logit = (h * self.model.item(tgt)).sum(-1)
         neg_logit = (h * self.model.item(neg)).sum(-1)
@@ -245,14 +266,15 @@ class SASRecRanker:
 
     # ------------------------------------------------------------------ ranking
     def encode_histories(self, split: Split, requests: Requests) -> torch.Tensor:
-        """Long[n, max_len] compact ids of the most recent warm history items, right-aligned,
-        0-padded (new items in the history are dropped)."""
+        """Long[n, max_len] compact ids of the warm items among the last `history_len` history
+        items, right-aligned, 0-padded (new items in the history are dropped)."""
         assert self.to_compact is not None
         L = self.cfg.max_len
-        hist = split.histories(requests, 2 * L)
+        hist = split.histories(requests, self.cfg.history_len or L)
         comp = np.where(hist >= 0, self.to_compact[np.maximum(hist, 0)], 0)
         order = np.argsort(comp > 0, axis=1, kind="stable")  # pads first, order kept
-        return torch.from_numpy(np.take_along_axis(comp, order, axis=1)[:, -L:])
+        comp = np.take_along_axis(comp, order, axis=1)
+        return torch.from_numpy(np.pad(comp, ((0, 0), (L - comp.shape[1], 0))))
 
     @torch.no_grad()
     def rank(self, split: Split, requests: Requests, top_k: int = 50) -> np.ndarray:
@@ -272,6 +294,6 @@ class SASRecRanker:
             return out
 
         try:
-            return rank_in_chunks(score, split, requests, top_k)
+            return rank_in_chunks(score, split, requests, top_k, history_len=self.history_len)
         finally:
             model.train(was_training)

@@ -7,14 +7,14 @@ import torch
 
 from freshrec.data.schema import Requests, Split
 from freshrec.errors import ConfigError
-from freshrec.evaluate.protocol import rank_in_chunks
+from freshrec.evaluate.protocol import DEFAULT_HISTORY_LEN, rank_in_chunks
 
 
 class TextKNNRanker:
     """Scores every item by the inner product of its L2-normalised text embedding with the
-    mean normalised embedding of the request's last `n_last` history items; history items are
-    excluded. Ranks the full catalog (new items included, they have text); `only_new=True`
-    restricts candidates to new items.
+    mean normalised embedding of the request's last `n_last` history items; the last
+    `history_len` history items (None = all) are excluded. Ranks the full catalog (new items
+    included, they have text); `only_new=True` restricts candidates to new items.
 
     emb: float32[n_items, d] item text embeddings (row i = item index i).
     """
@@ -27,6 +27,7 @@ class TextKNNRanker:
         *,
         n_last: int = 5,
         only_new: bool = False,
+        history_len: int | None = DEFAULT_HISTORY_LEN,
         name: str | None = None,
     ) -> None:
         emb = np.asarray(emb, dtype=np.float32)
@@ -36,6 +37,7 @@ class TextKNNRanker:
         self.emb = torch.from_numpy(emb / np.maximum(norms, 1e-12))
         self.n_last = n_last
         self.only_new = only_new
+        self.history_len = history_len
         self.name = name or ("text-knn (new only)" if only_new else "text-knn")
 
     def _query(self, split: Split, requests: Requests) -> torch.Tensor:
@@ -59,4 +61,4 @@ class TextKNNRanker:
             s = self._query(split, sub) @ self.emb.T
             return s.masked_fill(blocked, float("-inf")) if blocked is not None else s
 
-        return rank_in_chunks(score, split, requests, top_k)
+        return rank_in_chunks(score, split, requests, top_k, history_len=self.history_len)
