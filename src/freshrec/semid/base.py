@@ -217,14 +217,15 @@ def nearest_code(r: np.ndarray, codebook: np.ndarray) -> np.ndarray:
     return dist.argmin(axis=1).astype(np.int64)
 
 
-def faiss_kmeans(x: np.ndarray, k: int, niter: int, seed: int) -> np.ndarray:
-    """Seeded faiss k-means on float[n, d] -> centroids float32[k, d]."""
+def faiss_kmeans(x: np.ndarray, k: int, niter: int, seed: int, nredo: int = 1) -> np.ndarray:
+    """Seeded faiss k-means on float[n, d] -> centroids float32[k, d] (best of `nredo` runs)."""
     import faiss
 
     km = faiss.Kmeans(
         x.shape[1],
         k,
         niter=niter,
+        nredo=nredo,
         seed=int(seed) % (2**31 - 1),
         verbose=False,
         min_points_per_centroid=1,  # n >= k is checked by the caller; silences faiss warnings
