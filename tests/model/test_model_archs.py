@@ -56,6 +56,34 @@ def test_kv_cached_decoding_equals_full_recompute(arch, sid_tokens, trained):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize(
+    "index",
+    [[1, 0, 3, 2, 5, 4], [0, 0, 3, 3, 4, 5], [4, 4, 0, 1, 2, 2, 3]],
+    ids=["permute-within", "select-within", "across-requests"],
+)
+@torch.no_grad()
+def test_beam_style_reorders_match_recompute(arch, index, sid_tokens, trained):
+    """Expand 3 requests to 2 rows each, feed a different token per row, reorder rows (within
+    requests = the partial-gather path; across = the full gather), then check the next step
+    against a full recompute of each row's sequence."""
+    model = trained[arch]
+    hist, _ = _inputs(sid_tokens, n=3)
+    rng = np.random.default_rng(7)
+    seqs = torch.as_tensor(sid_tokens[rng.integers(0, len(sid_tokens), 6)])  # row -> SID
+    state = model.decode_start(hist)
+    model.decode_step(state, None, 0)
+    model.reorder(state, torch.arange(3).repeat_interleave(2))
+    model.decode_step(state, seqs[:, 0], 1)
+    rows = torch.tensor(index)
+    model.reorder(state, rows)
+    logits = model.decode_step(state, seqs[rows, 1], 2)
+    got = torch.log_softmax(logits[:, VOCAB.block(2)], dim=-1)
+    got = got.gather(1, (seqs[rows, 2] - VOCAB.offsets[2])[:, None])[:, 0]
+    ref = model.sid_log_probs(hist[rows // 2], seqs[rows])[:, 2]
+    torch.testing.assert_close(got, ref)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
 @torch.no_grad()
 def test_left_padding_does_not_change_scores(arch, sid_tokens):
     model = fresh_model(arch)

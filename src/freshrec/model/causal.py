@@ -3,8 +3,11 @@
 Sequence layout: [BOS, (user token), sid(i1) tokens, sid(i2) tokens, ...]. Training
 (`batches.causal_windows`) scores every target item of a window in one forward pass.
 Inference: prompt = [BOS, (user), last max_history items' tokens], left-padded (positions
-start at 0 at BOS, as in training), then sid_len tokens are generated with the KV cache
-(`DynamicCache`, reordered in place by `reorder_cache` for beams).
+start at 0 at BOS, as in training), then sid_len tokens are generated with the KV cache: a
+`StaticCache` preallocated for prompt + sid_len - 1 tokens (updates write in place, no
+concatenation). `reorder` gathers the whole cache only when rows move between requests (the
+beam expansion after step 0); later beam reorders gather just the fed-back tokens' K/V, since a
+request's prompt K/V are the same on all of its beams.
 
 Dropout: Llama only has attention dropout, so the model also applies `config.dropout` to the
 input embeddings and, via forward hooks on each `mlp`, to the FFN output (training only; the
@@ -17,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
-from transformers.cache_utils import DynamicCache
+from transformers.cache_utils import Cache, StaticCache
 
 from freshrec.model.base import DecodeState, GenerativeRecommender, compact_left
 from freshrec.model.config import ModelConfig
@@ -72,7 +75,7 @@ class CausalModel(GenerativeRecommender):
         tokens: torch.Tensor,
         mask: torch.Tensor,
         positions: torch.Tensor,
-        cache: DynamicCache | None = None,
+        cache: Cache | None = None,
         logits_to_keep: int = 0,
     ):
         embeds = self.embed_dropout(self.llama.model.embed_tokens(tokens))
@@ -113,7 +116,8 @@ class CausalModel(GenerativeRecommender):
     def decode_start(self, history_tokens: torch.Tensor) -> DecodeState:
         tokens, mask = self._prompt(history_tokens)
         B, T = tokens.shape
-        cache = DynamicCache(config=self.llama.config)
+        # preallocated for the prompt + the sid_len - 1 fed-back tokens: updates write in place
+        cache = StaticCache(config=self.llama.config, max_cache_len=T + self.vocab.sid_len - 1)
         trig = torch.full((B, 1), -1, dtype=torch.long, device=tokens.device)
         trig = torch.cat([trig.expand(B, T - 1), torch.zeros_like(trig)], dim=1)
         with self.triggers(trig):
@@ -123,6 +127,8 @@ class CausalModel(GenerativeRecommender):
             "mask": mask,
             "next_pos": mask.sum(dim=1),
             "logits": out.logits[:, -1],
+            "req": torch.arange(B, device=tokens.device),  # request of each row
+            "prompt_len": T,
         }
 
     def decode_step(
@@ -155,7 +161,17 @@ class CausalModel(GenerativeRecommender):
         index = index.to(state["mask"].device)
         for key in ("mask", "next_pos", "logits"):
             state[key] = state[key].index_select(0, index)
-        state["cache"].reorder_cache(index)
+        req = state["req"].index_select(0, index)
+        if torch.equal(req, state["req"]):
+            # rows stay within their request, whose prompt K/V are identical on every row:
+            # only the fed-back SID tokens' K/V (after the prompt) need gathering, in place
+            start = state["prompt_len"]
+            for layer in state["cache"].layers:
+                for buf in (layer.keys, layer.values):
+                    buf[:, :, start:] = buf[:, :, start:].index_select(0, index)
+        else:
+            state["cache"].reorder_cache(index)
+            state["req"] = req
 
     def sid_log_probs(self, history_tokens: torch.Tensor, sid_tokens: torch.Tensor) -> torch.Tensor:
         prompt, pmask = self._prompt(history_tokens)

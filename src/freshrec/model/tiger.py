@@ -7,9 +7,10 @@ have a fixed length, so no EOS is trained or generated: decoding always runs sid
 KV cache (transformers 5.x): `decode_start` runs the encoder once and creates an
 `EncoderDecoderCache(DynamicCache, DynamicCache)`; each `decode_step` feeds one decoder token
 with `use_cache=True`. The cross-attention K/V are computed on the first step and then reused
-(`is_updated`); `reorder` calls the cache's `reorder_cache` (index_select on every layer's
-self- and cross-attention K/V) plus index_select of the encoder states and mask, so beams never
-recompute anything.
+(`is_updated`); `reorder` calls the self-attention cache's `reorder_cache` (index_select of
+every layer's K/V), and gathers the cross-attention K/V, encoder states and mask only when the
+row -> request mapping changes (beam expansion), so beams never recompute anything and the
+per-step cost does not grow with the encoder length.
 """
 
 from __future__ import annotations
@@ -90,7 +91,8 @@ class TigerModel(GenerativeRecommender):
         cache = EncoderDecoderCache(
             DynamicCache(config=self.t5.config), DynamicCache(config=self.t5.config)
         )
-        return {"enc": enc, "mask": mask, "cache": cache}
+        req = torch.arange(enc.shape[0], device=enc.device)  # request of each row
+        return {"enc": enc, "mask": mask, "cache": cache, "req": req}
 
     def decode_step(
         self, state: DecodeState, tokens: torch.Tensor | None, position: int
@@ -116,9 +118,17 @@ class TigerModel(GenerativeRecommender):
 
     def reorder(self, state: DecodeState, index: torch.Tensor) -> None:
         index = index.to(state["enc"].device)
-        state["enc"] = state["enc"].index_select(0, index)
-        state["mask"] = state["mask"].index_select(0, index)
-        state["cache"].reorder_cache(index)
+        state["cache"].self_attention_cache.reorder_cache(index)
+        # Encoder states and cross-attention K/V depend only on the request of a row. Beam
+        # reorders keep every row within its request, so they are gathered only when that
+        # mapping changes (the expansion after step 0), not at every step.
+        req = state["req"].index_select(0, index)
+        if torch.equal(req, state["req"]):
+            return
+        for key in ("enc", "mask"):
+            state[key] = state[key].index_select(0, index)
+        state["cache"].cross_attention_cache.reorder_cache(index)
+        state["req"] = req
 
     def sid_log_probs(self, history_tokens: torch.Tensor, sid_tokens: torch.Tensor) -> torch.Tensor:
         history_tokens = history_tokens.to(self.device)
