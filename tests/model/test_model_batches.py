@@ -161,3 +161,16 @@ def test_request_history_tokens(sid_tokens):
     tok = request_history_tokens(split, req, sid_tokens, max_history=2)
     assert tok[0].tolist() == sid_tokens[[1, 2]].reshape(-1).tolist()
     assert tok[1].tolist() == sid_tokens[[2, 3]].reshape(-1).tolist()
+
+
+def test_training_examples_dispatch_on_arch(sid_tokens):
+    from model_helpers import tiny_config
+
+    from freshrec.model.batches import training_examples
+
+    split = make_split([list(range(12))], [12], 60)
+    tiger = training_examples(tiny_config("tiger"), split, sid_tokens)
+    assert set(tiger) == {"history", "target"}
+    causal = training_examples(tiny_config("causal", window_min_context=1), split, sid_tokens)
+    assert set(causal) == {"tokens", "targets"}
+    assert n_targets(tiger) * P == n_targets(causal) == 11 * P

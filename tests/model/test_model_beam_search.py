@@ -137,3 +137,9 @@ def test_bad_arguments(sid_tokens, trie):
         beam_search(model, hist, trie, beam_size=0, top_k=1)
     with pytest.raises(ConfigError):
         hf_generate_topk(model, hist, trie, beam_size=2, top_k=3)
+
+
+def test_empty_batch(sid_tokens, trie):
+    res = beam_search(fresh_model("causal"), torch.zeros((0, 10), dtype=torch.long), trie, 4, 3)
+    assert res.items.shape == (0, 3)
+    assert res.sids.shape == (0, 3, VOCAB.sid_len)

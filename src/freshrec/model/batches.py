@@ -19,6 +19,7 @@ import torch
 
 from freshrec.data.schema import Requests, Split
 from freshrec.errors import ConfigError
+from freshrec.model.config import ModelConfig
 from freshrec.semid.vocab import BOS, PAD, SidVocab
 
 Examples = dict[str, np.ndarray]
@@ -190,6 +191,16 @@ def causal_windows(
     return {"tokens": tokens.astype(np.int32), "targets": targets}
 
 
+def training_examples(
+    config: ModelConfig, split: Split, sid_tokens: np.ndarray, vocab: SidVocab | None = None
+) -> Examples:
+    """The training examples of `config.arch`: `tiger_examples` or `causal_windows` (with
+    config.max_history and config.min_context)."""
+    if config.arch == "tiger":
+        return tiger_examples(split, sid_tokens, config.max_history, vocab)
+    return causal_windows(split, sid_tokens, config.max_history, config.min_context, vocab)
+
+
 def n_targets(examples: Examples) -> int:
     """Number of target items in `examples` (tiger: rows; causal: target items)."""
     if "target" in examples:
@@ -214,5 +225,6 @@ def iterate_batches(
 
 
 def n_batches(examples: Examples, batch_size: int) -> int:
+    """Batches per epoch of `iterate_batches`."""
     n = next(iter(examples.values())).shape[0]
     return -(-n // batch_size)

@@ -32,7 +32,7 @@ class BeamResult(NamedTuple):
 
 
 def _exclusion_mask(
-    exclude: torch.Tensor | None, n_items: int, B: int, device
+    exclude: torch.Tensor | None, n_items: int, B: int, device: torch.device
 ) -> torch.Tensor | None:
     """Bool[B, n_items + 1] True at excluded items (last column = sentinel for -1)."""
     if exclude is None or exclude.numel() == 0:
@@ -68,6 +68,9 @@ def beam_search(
     device = model.device
     history_tokens = history_tokens.to(device)
     B, P = history_tokens.shape[0], vocab.sid_len
+    if B == 0:
+        empty = torch.zeros((0, top_k), dtype=torch.long, device=device)
+        return BeamResult(empty, empty.float(), empty[:, :, None].expand(0, top_k, P))
     children = [c.to(device) for c in trie.children]
     n_items = int(children[-1].max().item()) + 1 if children[-1].numel() else 0
     excl = _exclusion_mask(exclude, max(n_items, 1), B, device)

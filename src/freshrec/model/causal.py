@@ -17,10 +17,13 @@ unaffected).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.cache_utils import Cache, StaticCache
+from transformers.modeling_outputs import CausalLMOutputWithPast
 
 from freshrec.model.base import DecodeState, GenerativeRecommender, compact_left
 from freshrec.model.config import ModelConfig
@@ -50,7 +53,9 @@ def llama_config(config: ModelConfig, vocab: SidVocab) -> LlamaConfig:
     )
 
 
-def _ffn_dropout_hook(p: float):
+def _ffn_dropout_hook(p: float) -> Callable[[nn.Module, tuple, torch.Tensor], torch.Tensor]:
+    """Forward hook: dropout on a module's output, active in training mode only."""
+
     def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         return nn.functional.dropout(output, p, module.training)
 
@@ -77,7 +82,8 @@ class CausalModel(GenerativeRecommender):
         positions: torch.Tensor,
         cache: Cache | None = None,
         logits_to_keep: int = 0,
-    ):
+    ) -> CausalLMOutputWithPast:
+        """Llama forward on token ids Long[B, L] (embedding dropout applied here)."""
         embeds = self.embed_dropout(self.llama.model.embed_tokens(tokens))
         return self.llama(
             inputs_embeds=embeds,
