@@ -41,8 +41,11 @@ def _mlp(dims: list[int]) -> nn.Sequential:
 
 
 class _RQVAE(nn.Module):
-    def __init__(self, in_dim: int, hidden: list[int], latent: int, n_levels: int, k: int) -> None:
+    def __init__(
+        self, in_dim: int, hidden: list[int], latent: int, n_levels: int, k: int, beta: float
+    ) -> None:
         super().__init__()
+        self.beta = beta
         self.encoder = _mlp([in_dim, *hidden, latent])
         self.decoder = _mlp([latent, *reversed(hidden), in_dim])
         self.codebooks = nn.Parameter(torch.zeros(n_levels, k, latent))
@@ -61,14 +64,12 @@ class _RQVAE(nn.Module):
                 dist = (book * book).sum(1)[None, :] - 2.0 * rd @ book.T
                 idx = dist.argmin(dim=1)
             e = book[idx]
-            vq = vq + F.mse_loss(e, r.detach()) + self._beta * F.mse_loss(r, e.detach())
+            vq = vq + F.mse_loss(e, r.detach()) + self.beta * F.mse_loss(r, e.detach())
             residuals.append(r.detach())
             codes.append(idx)
             z_q = z_q + e.detach()
             r = r - e.detach()
         return torch.stack(codes, dim=1), z_q, vq, residuals
-
-    _beta: float = 0.25
 
 
 class RQVAETokenizer(SemanticTokenizer):
@@ -108,9 +109,8 @@ class RQVAETokenizer(SemanticTokenizer):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             model = _RQVAE(
-                d, list(cfg.hidden_dims), cfg.latent_dim, cfg.n_levels, cfg.codebook_size
+                d, list(cfg.hidden_dims), cfg.latent_dim, cfg.n_levels, cfg.codebook_size, cfg.beta
             )
-        model._beta = cfg.beta
         gen = torch.Generator().manual_seed(cfg.seed)
 
         # k-means initialisation of each codebook on the initial encoder's residuals.

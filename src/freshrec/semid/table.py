@@ -67,7 +67,7 @@ class SidTable:
             raise ConfigError(f"sids must be int[n_items, n_levels + 1], got shape {sids.shape}")
         if max_collision < 1:
             raise ConfigError(f"max_collision must be >= 1, got {max_collision}")
-        self.sids = np.ascontiguousarray(sids, dtype=np.int64)
+        self.sids = np.array(sids, dtype=np.int64, order="C")  # own copy, read-only
         self.sids.setflags(write=False)
         self.max_collision = int(max_collision)
 
