@@ -23,6 +23,7 @@ from freshrec.semid import (
     report_table,
     sid_report,
 )
+from freshrec.semid.trie import SidTrie
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +51,9 @@ def test_all_items_get_unique_sids(
     assert (table.codes >= 0).all()
     assert (table.codes < 64).all()
     tokens = table.tokens(tok.vocab)
+    trie = SidTrie.from_table(table, tok.vocab)  # the prefix trie accepts the table directly
+    assert len(trie) == n
+    np.testing.assert_array_equal(trie.lookup(table.sids), np.arange(n))
     assert tokens.min() >= 2
     assert tokens.max() < tok.vocab.user_offset
     Console(width=80, file=None, record=True).print(report_table(rep))

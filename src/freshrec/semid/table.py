@@ -67,8 +67,9 @@ class SidTable:
             raise ConfigError(f"sids must be int[n_items, n_levels + 1], got shape {sids.shape}")
         if max_collision < 1:
             raise ConfigError(f"max_collision must be >= 1, got {max_collision}")
-        self.sids = np.array(sids, dtype=np.int64, order="C")  # own copy, read-only
-        self.sids.setflags(write=False)
+        # An own copy. Treat it as immutable (grow the table with `extend`); it is left
+        # writable only because torch warns on every non-writable numpy array it wraps.
+        self.sids = np.array(sids, dtype=np.int64, order="C")
         self.max_collision = int(max_collision)
 
     # ------------------------------------------------------------------ shape
@@ -115,6 +116,11 @@ class SidTable:
         return self.max_collision == other.max_collision and np.array_equal(self.sids, other.sids)
 
     __hash__ = None  # type: ignore[assignment]
+
+    def __array__(self, dtype: np.dtype | None = None, copy: bool | None = None) -> np.ndarray:
+        """`np.asarray(table)` is the sids array (so SidTrie.from_table(table, vocab) works)."""
+        out = self.sids if dtype is None else self.sids.astype(dtype, copy=False)
+        return out.copy() if copy else out
 
     # ------------------------------------------------------------------ building
     @staticmethod
