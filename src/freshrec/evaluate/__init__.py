@@ -11,6 +11,7 @@ from freshrec.evaluate.metrics import (
     ranked_sids,
 )
 from freshrec.evaluate.protocol import (
+    DEFAULT_HISTORY_LEN,
     EvalResult,
     Ranker,
     evaluate_ranker,
@@ -30,6 +31,7 @@ from freshrec.evaluate.report import (
 )
 
 __all__ = [
+    "DEFAULT_HISTORY_LEN",
     "KS",
     "EvalResult",
     "Metrics",

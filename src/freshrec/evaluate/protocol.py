@@ -7,6 +7,7 @@ A `Ranker` returns its top-K items per request with the request's history items 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
@@ -97,7 +98,7 @@ def topk_excluding(scores: torch.Tensor, exclude: torch.Tensor, top_k: int) -> n
 
 
 def rank_in_chunks(
-    score_fn: Any,
+    score_fn: Callable[[Requests], torch.Tensor],
     split: Split,
     requests: Requests,
     top_k: int,
@@ -199,12 +200,14 @@ def evaluate_ranker(
     *,
     ks: tuple[int, ...] = KS,
     sids: np.ndarray | None = None,
+    pos_acc_ks: tuple[int, ...] = (1, 10),
     check_exclusion: bool = True,
     extra: dict[str, Any] | None = None,
 ) -> EvalResult:
     """Rank `split.<part>` requests (optionally a seeded sample of `max_requests`) and score them.
 
-    sids: optional int64[n_items, P] SID table for per-position token accuracy.
+    sids: optional int64[n_items, P] SID table for per-position token accuracy of the top-1
+    item and of the best-matching item in the top-K, K in `pos_acc_ks` (keys "top1", "top10").
     check_exclusion: raise if the ranker returned a history item (the protocol forbids it).
     Coverage is relative to the catalog the ranker ranks: warm items for catalog "warm".
     """
@@ -247,6 +250,7 @@ def evaluate_ranker(
         catalog_size=catalog_size,
         ks=tuple(k for k in ks if k <= top_k),
         sids=sids,
+        pos_acc_ks=pos_acc_ks,
     )
     n = len(requests)
     return EvalResult(

@@ -32,7 +32,7 @@ class PopularityRanker:
     ) -> None:
         self.name = name
         self.history_len = history_len
-        self._key: int | None = None
+        self._split: Split | None = None
         self._scores: torch.Tensor | None = None
 
     def fit(self, split: Split) -> PopularityRanker:
@@ -43,12 +43,12 @@ class PopularityRanker:
         scores[order] = n - np.arange(n, dtype=np.float32)  # exact in float32 for n < 2**24
         scores[(counts == 0) | np.asarray(split.is_new, dtype=bool)] = -np.inf
         self._scores = torch.from_numpy(scores)
-        self._key = id(split)
+        self._split = split
         return self
 
     def rank(self, split: Split, requests: Requests, top_k: int = 50) -> np.ndarray:
         """int64[n, top_k]: the popularity order minus each request's history."""
-        if self._key != id(split) or self._scores is None:
+        if self._split is not split or self._scores is None:
             self.fit(split)
         scores = self._scores
         return rank_in_chunks(
