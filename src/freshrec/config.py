@@ -1,0 +1,145 @@
+"""Run recipes: one resolved configuration per run, layered as
+built-in defaults <- recipe YAML <- command-line `--set section.key=value` overrides.
+
+A recipe has one section per stage (`data`, `semid`, `model`, `train`, `eval`). The `model`
+section may name a model recipe from `freshrec.model.config.RECIPES` (`recipe: tiger_cpu`)
+and override any of its fields. The resolved recipe is saved beside every run's outputs.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from freshrec.errors import ConfigError
+from freshrec.model.config import RECIPES as MODEL_RECIPES
+from freshrec.model.config import ModelConfig
+from freshrec.semid.config import SemIdConfig
+from freshrec.train.config import TrainConfig
+
+BUILTIN = ("cpu", "tiger-paper")
+
+
+class DataConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["movielens", "amazon", "custom"] = "movielens"
+    path: str = "data/ml-latest-small"
+    category: str | None = Field(None, description="Amazon category, e.g. Video_Games")
+    name: str | None = Field(None, description="work-folder name (default: the folder's name)")
+    split: Literal["time", "loo", "official"] = "time"
+    train_frac: float = Field(0.8, gt=0, lt=1)
+    valid_frac: float = Field(0.1, ge=0, lt=1)
+
+    @property
+    def dataset_name(self) -> str:
+        return self.name or Path(self.path).name
+
+
+class EvalConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    top_k: int = Field(50, ge=1)
+    beam_size: int = Field(50, ge=1)
+    max_requests: int | None = Field(None, description="seeded sample of test requests")
+    seed: int = 0
+    batch_size: int = Field(256, ge=1)
+    baselines: list[Literal["popularity", "textknn", "sasrec"]] = [
+        "popularity",
+        "textknn",
+        "sasrec",
+    ]
+
+
+class Recipe(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    data: DataConfig = DataConfig()
+    semid: SemIdConfig = SemIdConfig()
+    model: ModelConfig = MODEL_RECIPES["tiger_cpu"]()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+    work_dir: str = ".freshrec"
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+def _parse_value(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _apply_override(tree: dict[str, Any], assignment: str) -> None:
+    if "=" not in assignment:
+        raise ConfigError(f"override {assignment!r} must look like section.key=value")
+    key, value = assignment.split("=", 1)
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError(f"override {assignment!r} has an empty key")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {assignment!r}: {part!r} is not a section")
+    node[parts[-1]] = _parse_value(value)
+
+
+def _resolve_model(section: dict[str, Any] | str | None) -> dict[str, Any] | None:
+    if section is None:
+        return None
+    if isinstance(section, str):
+        section = {"recipe": section}
+    section = dict(section)
+    name = section.pop("recipe", None)
+    if name is None:
+        return section
+    if name not in MODEL_RECIPES:
+        raise ConfigError(f"unknown model recipe {name!r}; known: {', '.join(MODEL_RECIPES)}")
+    return {**MODEL_RECIPES[name]().model_dump(), **section}
+
+
+def read_recipe_tree(recipe: str | Path | None) -> dict[str, Any]:
+    """The raw YAML tree of a built-in recipe name or a recipe file (None = `cpu`)."""
+    if recipe is None:
+        recipe = "cpu"
+    if str(recipe) in BUILTIN:
+        text = resources.files("freshrec.recipes").joinpath(f"{recipe}.yaml").read_text()
+        source = f"built-in recipe {recipe}"
+    else:
+        path = Path(recipe)
+        if not path.is_file():
+            raise ConfigError(
+                f"recipe {str(recipe)!r} is neither a file nor a built-in recipe "
+                f"({', '.join(BUILTIN)})"
+            )
+        text, source = path.read_text(encoding="utf-8"), str(path)
+    try:
+        tree = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: malformed YAML: {exc}") from None
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{source}: a recipe is a mapping of sections")
+    return tree
+
+
+def load_recipe(recipe: str | Path | None = None, overrides: list[str] | None = None) -> Recipe:
+    """Resolve a recipe (built-in name or YAML path) with `section.key=value` overrides."""
+    tree = read_recipe_tree(recipe)
+    for assignment in overrides or []:
+        _apply_override(tree, assignment)
+    if "model" in tree:
+        tree["model"] = _resolve_model(tree["model"])
+    try:
+        return Recipe.model_validate(tree)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise ConfigError(f"invalid recipe: {problems}") from None

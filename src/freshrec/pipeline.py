@@ -1,0 +1,370 @@
+"""The pipeline: prepare -> tokenize -> train -> evaluate, each stage reading the previous
+stage's output from the workspace (see `freshrec.workspace`). The CLI is a thin layer on this.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from freshrec.atomic import write_json
+from freshrec.config import Recipe
+from freshrec.data import (
+    leave_one_out,
+    load_dataset,
+    load_split,
+    official_split,
+    save_split,
+    split_stats,
+    stats_table,
+    time_split,
+)
+from freshrec.data.schema import Split
+from freshrec.embed import embed_texts
+from freshrec.errors import CheckpointError
+from freshrec.evaluate.gr import GRRanker, catalog_trie
+from freshrec.evaluate.protocol import EvalResult, evaluate_ranker
+from freshrec.model.base import GenerativeRecommender, build_model
+from freshrec.model.batches import iterate_batches, n_batches, n_targets, training_examples
+from freshrec.model.checkpoint import load_checkpoint
+from freshrec.semid import (
+    SemanticTokenizer,
+    SidTable,
+    assign_new_items,
+    fit_sids,
+    load_sid_table,
+    load_tokenizer,
+    report_table,
+    sid_report,
+)
+from freshrec.train.trainer import Trainer, TrainResult, seed_everything
+from freshrec.workspace import Workspace
+
+console = Console()
+
+
+def workspace(recipe: Recipe) -> Workspace:
+    return Workspace.for_dataset(recipe.data.dataset_name, recipe.work_dir)
+
+
+# ----------------------------------------------------------------------------------- data
+def prepare(recipe: Recipe, *, show: bool = True) -> Split:
+    """Load the dataset, split it, write `<work>/prepared/`, print the stats table."""
+    cfg = recipe.data
+    kw: dict[str, Any] = {}
+    if cfg.kind == "amazon":
+        kw = {"category": cfg.category, "official_split": cfg.split == "official"}
+    dataset = load_dataset(cfg.kind, cfg.path, **kw)
+    if cfg.split == "time":
+        split = time_split(dataset, cfg.train_frac, cfg.valid_frac)
+    elif cfg.split == "loo":
+        split = leave_one_out(dataset)
+    else:
+        split = official_split(dataset)
+    ws = workspace(recipe)
+    save_split(split, ws.prepared)
+    if show:
+        console.print(stats_table(split_stats(split), title=f"{cfg.dataset_name} ({cfg.split})"))
+    return split
+
+
+def load_prepared(recipe: Recipe) -> Split:
+    ws = workspace(recipe)
+    if not ws.prepared.exists():
+        raise CheckpointError(f"no prepared dataset in {ws.prepared}; run `freshrec prepare` first")
+    return load_split(ws.prepared)
+
+
+def item_embeddings(recipe: Recipe, split: Split) -> np.ndarray:
+    """float32[n_items, 384] MiniLM embeddings of every item text (cached in the workspace)."""
+    return embed_texts(split.dataset.items.texts, cache_dir=workspace(recipe).embeddings)
+
+
+# ----------------------------------------------------------------------------------- SIDs
+def tokenize(
+    recipe: Recipe, split: Split, emb: np.ndarray | None = None, *, show: bool = True
+) -> tuple[SemanticTokenizer, SidTable, dict[str, Any]]:
+    """Fit the SID tokenizer on warm (training-period) items, then give new items SIDs
+    without refitting. Saves tokenizer + SID table to `<work>/tokenizer/`."""
+    if emb is None:
+        emb = item_embeddings(recipe, split)
+    is_new = np.asarray(split.is_new, dtype=bool)
+    warm, new = np.flatnonzero(~is_new), np.flatnonzero(is_new)
+    t0 = time.perf_counter()
+    tokenizer, table = fit_sids(recipe.semid, emb[warm], warm, split.dataset.n_items)
+    fit_s = time.perf_counter() - t0
+    table = assign_new_items(tokenizer, table, emb[new], new)
+    tokenizer.save(workspace(recipe).tokenizer, table)
+    report = {
+        "warm": sid_report(_subset_table(table, ~is_new), tokenizer.vocab),
+        "all": sid_report(table, tokenizer.vocab),
+        "fit_seconds": fit_s,
+        "fingerprint": tokenizer.fingerprint,
+    }
+    write_json(workspace(recipe).tokenizer / "report.json", report)
+    if show:
+        console.print(report_table(report["warm"], title="Semantic IDs (warm items, fitted)"))
+        console.print(report_table(report["all"], title="Semantic IDs (all items, new assigned)"))
+        console.print(f"fitted in {fit_s:.1f}s, fingerprint {tokenizer.fingerprint}")
+    return tokenizer, table, report
+
+
+def _subset_table(table: SidTable, mask: np.ndarray) -> SidTable:
+    sids = table.sids.copy()
+    sids[~mask] = -1
+    return SidTable(sids, table.max_collision)
+
+
+def load_tokenized(recipe: Recipe) -> tuple[SemanticTokenizer, SidTable]:
+    folder = workspace(recipe).tokenizer
+    if not folder.exists():
+        raise CheckpointError(f"no tokenizer in {folder}; run `freshrec tokenize` first")
+    return load_tokenizer(folder), load_sid_table(folder)
+
+
+# ----------------------------------------------------------------------------------- train
+@dataclass
+class TrainedModel:
+    model: GenerativeRecommender
+    folder: Path
+    result: TrainResult
+
+
+def run_name(recipe: Recipe) -> str:
+    return f"{recipe.model.arch}-s{recipe.train.seed}"
+
+
+def gr_ranker(
+    recipe: Recipe,
+    model: GenerativeRecommender,
+    table: SidTable,
+    split: Split,
+    *,
+    catalog: str,
+    name: str | None = None,
+    beam_size: int | None = None,
+) -> GRRanker:
+    """A ranker over the warm catalog (`catalog="warm"`) or every item with a SID ("full")."""
+    mask = ~np.asarray(split.is_new, dtype=bool) if catalog == "warm" else None
+    trie = catalog_trie(table, model.vocab, mask)
+    label = name or (model.arch.upper() if catalog == "warm" else f"{model.arch.upper()}_C")
+    return GRRanker(
+        model,
+        table.tokens(model.vocab),
+        trie,
+        name=label,
+        catalog=catalog,
+        beam_size=beam_size or recipe.eval.beam_size,
+        batch_size=recipe.eval.batch_size,
+    )
+
+
+def train(
+    recipe: Recipe,
+    split: Split,
+    tokenizer: SemanticTokenizer,
+    table: SidTable,
+    *,
+    name: str | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    examples: dict[str, np.ndarray] | None = None,
+    init_from: str | Path | None = None,
+    validate_part: str = "valid",
+) -> TrainedModel:
+    """Train `recipe.model` on the training period; keeps the best-on-validation checkpoint.
+
+    examples: training examples (default: every training-period target of `split`).
+    init_from: a checkpoint to continue from (incremental training) instead of a fresh init;
+    it must share the tokenizer.
+    """
+    cfg = recipe.train
+    seed_everything(cfg.seed)
+    vocab = tokenizer.vocab
+    if init_from is not None:
+        model = load_checkpoint(init_from, expect_fingerprint=tokenizer.fingerprint)
+    else:
+        model = build_model(recipe.model, vocab)
+    if examples is None:
+        examples = training_examples(recipe.model, split, table.tokens(vocab), vocab)
+    ranker = gr_ranker(recipe, model, table, split, catalog="warm", beam_size=cfg.valid_beam)
+
+    def validate(m: GenerativeRecommender) -> float:
+        res = evaluate_ranker(
+            ranker,
+            split,
+            validate_part,  # type: ignore[arg-type]
+            top_k=10,
+            max_requests=cfg.valid_requests,
+            seed=cfg.seed,
+        )
+        return res.metrics.overall.ndcg[10]
+
+    folder = workspace(recipe).checkpoints(name or run_name(recipe))
+    trainer = Trainer(
+        model,
+        cfg,
+        batches=lambda epoch: iterate_batches(examples, cfg.batch_size, True, cfg.seed + epoch),
+        n_batches=n_batches(examples, cfg.batch_size),
+        n_examples=n_targets(examples),
+        validate=validate,
+        out_dir=folder,
+        tokenizer_fingerprint=tokenizer.fingerprint,
+        progress=progress,
+    )
+    result = trainer.fit(resume=resume)
+    write_json(folder / "recipe.json", recipe.to_dict())
+    best = load_checkpoint(folder / "best", expect_fingerprint=tokenizer.fingerprint)
+    return TrainedModel(best, folder, result)
+
+
+# ----------------------------------------------------------------------------------- evaluate
+def evaluate_models(
+    recipe: Recipe,
+    split: Split,
+    table: SidTable,
+    models: list[GenerativeRecommender],
+    *,
+    part: str = "test",
+    full_catalog: bool = True,
+) -> list[EvalResult]:
+    """Each model over the warm catalog and (if `full_catalog`) over the full catalog."""
+    out = []
+    ev = recipe.eval
+    for model in models:
+        for catalog in ("warm", "full") if full_catalog else ("warm",):
+            ranker = gr_ranker(recipe, model, table, split, catalog=catalog)
+            out.append(
+                evaluate_ranker(
+                    ranker,
+                    split,
+                    part,  # type: ignore[arg-type]
+                    top_k=ev.top_k,
+                    max_requests=ev.max_requests,
+                    seed=ev.seed,
+                    sids=table.sids,
+                )
+            )
+    return out
+
+
+def run_baselines(
+    recipe: Recipe, split: Split, emb: np.ndarray, names: list[str] | None = None
+) -> list[EvalResult]:
+    """Most-popular, text similarity (full catalog and new-items-only) and SASRec on the test
+    split under the same protocol and request sample as the GR models."""
+    from freshrec.evaluate.baselines import (
+        PopularityRanker,
+        SASRecConfig,
+        SASRecRanker,
+        TextKNNRanker,
+    )
+
+    ev = recipe.eval
+    names = list(recipe.eval.baselines if names is None else names)
+    rankers: list[Any] = []
+    if "popularity" in names:
+        rankers.append(PopularityRanker().fit(split))
+    if "textknn" in names:
+        rankers.append(TextKNNRanker(emb, name="text-sim"))
+        rankers.append(TextKNNRanker(emb, only_new=True, name="text-sim (new only)"))
+    if "sasrec" in names:
+        console.print("training SASRec (item ids; cannot score new items)...")
+        rankers.append(SASRecRanker(SASRecConfig(seed=recipe.train.seed)).fit(split))
+    return [
+        evaluate_ranker(
+            r, split, "test", top_k=ev.top_k, max_requests=ev.max_requests, seed=ev.seed
+        )
+        for r in rankers
+    ]
+
+
+def evaluate(
+    recipe: Recipe,
+    checkpoints: list[Path],
+    *,
+    baselines: bool = True,
+    report_name: str = "evaluate",
+    command: str | None = None,
+) -> dict[str, Path]:
+    """Evaluate checkpoints (warm and full catalog) + baselines; write the report and plots."""
+    from freshrec.evaluate.plots import plot_cold_collapse, plot_position_accuracy
+    from freshrec.evaluate.report import print_results, run_metadata, write_report
+
+    split = load_prepared(recipe)
+    tokenizer, table = load_tokenized(recipe)
+    models = [load_checkpoint(c, expect_fingerprint=tokenizer.fingerprint) for c in checkpoints]
+    results = evaluate_models(recipe, split, table, models)
+    if baselines:
+        results += run_baselines(recipe, split, item_embeddings(recipe, split))
+    out = workspace(recipe).reports(report_name)
+    meta = run_metadata(
+        dataset=recipe.data.dataset_name,
+        split=recipe.data.split,
+        seeds=[recipe.train.seed],
+        command=command or " ".join(["freshrec", *__import__("sys").argv[1:]]),
+        checkpoints=[str(c) for c in checkpoints],
+        recipe=recipe.to_dict(),
+    )
+    json_path, md_path = write_report(out / "results", results, meta)
+    collapse = plot_cold_collapse(results, out / "cold_collapse.png")
+    positions = plot_position_accuracy(
+        [r for r in results if r.metrics.pos_acc], out / "position_accuracy.png"
+    )
+    print_results(results, title="test split: overall / warm / cold", ks=(10, 20))
+    return {"json": json_path, "md": md_path, "collapse": collapse, "positions": positions}
+
+
+def recommend_user(
+    recipe: Recipe, checkpoint: Path, user_id: str, top_k: int = 10, catalog: str = "full"
+) -> list[tuple[str, str, float, bool]]:
+    """Top-k (item id, title, log-prob, is_new) for a user from their whole sequence."""
+    from freshrec.errors import ConfigError, UnknownItemError
+
+    if catalog not in ("warm", "full"):
+        raise ConfigError(f"catalog must be 'warm' or 'full', got {catalog!r}")
+    split = load_prepared(recipe)
+    tokenizer, table = load_tokenized(recipe)
+    model = load_checkpoint(checkpoint, expect_fingerprint=tokenizer.fingerprint)
+    users = {u: i for i, u in enumerate(split.dataset.user_ids)}
+    if user_id not in users:
+        raise UnknownItemError(f"unknown user id {user_id!r} (dataset has {len(users)} users)")
+    u = users[user_id]
+    seq = split.sequence(u)
+    if len(seq) == 0:
+        raise ConfigError(f"user {user_id!r} has an empty history")
+    hist = np.full((1, model.config.max_history), -1, dtype=np.int64)
+    tail = seq[-model.config.max_history :]
+    hist[0, -len(tail) :] = tail
+    ranker = gr_ranker(recipe, model, table, split, catalog=catalog)
+    items, scores = ranker.rank_histories(hist, np.array([u]), top_k)
+    items_meta = split.dataset.items
+    return [
+        (items_meta.ids[i], items_meta.titles[i], float(s), bool(split.is_new[i]))
+        for i, s in zip(items[0], scores[0], strict=True)
+        if i >= 0
+    ]
+
+
+def demo(recipe: Recipe) -> dict[str, Path]:
+    """The README's main job: prepare -> tokenize -> train -> evaluate."""
+    t0 = time.perf_counter()
+    console.rule("1/4 prepare")
+    split = prepare(recipe)
+    console.rule("2/4 tokenize")
+    emb = item_embeddings(recipe, split)
+    tokenizer, table, _ = tokenize(recipe, split, emb)
+    console.rule(f"3/4 train {recipe.model.arch}")
+    trained = train(recipe, split, tokenizer, table)
+    console.rule("4/4 evaluate")
+    paths = evaluate(recipe, [trained.folder / "best"], command="freshrec demo")
+    console.print(
+        f"done in {(time.perf_counter() - t0) / 60:.1f} min. report: {paths['md']}\n"
+        f"plots: {paths['collapse']}, {paths['positions']}"
+    )
+    return paths
