@@ -85,7 +85,7 @@ def run_metadata(
 # --------------------------------------------------------------------------- tables
 
 
-def _groups(results: Sequence[EvalResult]) -> list[list[EvalResult]]:
+def group_runs(results: Sequence[EvalResult]) -> list[list[EvalResult]]:
     """Results grouped by (method, catalog, part), in first-appearance order."""
     groups: dict[tuple[str, str, str], list[EvalResult]] = {}
     for r in results:
@@ -131,7 +131,7 @@ def table_rows(
     cols = table_columns(_table_ks(results, ks))
     header = ["method", "catalog", *[c[0] for c in cols], "n (warm/cold)"]
     rows = []
-    for group in _groups(results):
+    for group in group_runs(results):
         flats = [r.metrics.to_dict() for r in group]
         first = group[0]
         label = first.method + (f" ×{len(group)} runs" if len(group) > 1 else "")
@@ -193,12 +193,17 @@ def render_markdown(
         )
         k_cov = max(r.metrics.ks)
         lines.append(
-            f"| {r.method} | {r.part} | {r.n_requests} | {sample} | "
+            f"| {r.method}{seed_note(r)} | {r.part} | {r.n_requests} | {sample} | "
             f"{'all' if r.history_len is None else f'last {r.history_len}'} | "
             f"{r.metrics.coverage[k_cov]:.4f} (K={k_cov}) | "
             f"{r.seconds:.2f} | {r.ms_per_request:.3f} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def seed_note(r: EvalResult) -> str:
+    """ " (seed N)" when the run recorded a training seed in `extra["seed"]`."""
+    return f" (seed {r.extra['seed']})" if r.extra.get("seed") is not None else ""
 
 
 def write_report(
@@ -269,7 +274,7 @@ def rich_table(
     counts = {(r.metrics.overall.n, r.metrics.warm.n, r.metrics.cold.n) for r in results}
     if len(counts) != 1:
         table.add_column("n", justify="right", no_wrap=True)
-    for group in _groups(results):
+    for group in group_runs(results):
         flats = [r.metrics.to_dict() for r in group]
         first, m = group[0], group[0].metrics
         label = first.method + (f" ×{len(group)}" if len(group) > 1 else "")
