@@ -7,19 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from freshrec.data import Dataset, Split, load_movielens, time_split
-
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-
-
-@pytest.fixture(scope="session")
-def ml_dataset(ml_dir: Path) -> Dataset:
-    return load_movielens(ml_dir)
-
-
-@pytest.fixture(scope="session")
-def ml_split(ml_dataset: Dataset) -> Split:
-    return time_split(ml_dataset)
 
 
 @pytest.fixture

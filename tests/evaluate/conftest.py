@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
 from freshrec.data.schema import Dataset, Interactions, Items, Requests, Split
-
-REPO = Path(__file__).resolve().parents[2]
-TEST_CACHE = REPO / ".freshrec" / "test-cache"
 
 
 def make_tiny_split() -> Split:
@@ -60,17 +55,6 @@ def tiny_split() -> Split:
 
 
 @pytest.fixture(scope="session")
-def ml_split(ml_dir: Path) -> Split:
-    """The default time split of the bundled MovieLens data."""
-    data = pytest.importorskip("freshrec.data")
-    return data.time_split(data.load_movielens(ml_dir))
-
-
-@pytest.fixture(scope="session")
-def ml_embeddings(ml_split: Split) -> np.ndarray:
-    """float32[n_items, 384] real MiniLM text embeddings (cached under .freshrec/test-cache/)."""
-    from freshrec.embed import embed_texts
-
-    return np.asarray(
-        embed_texts(ml_split.dataset.items.texts, cache_dir=TEST_CACHE, progress=False)
-    )
+def ml_embeddings(ml_emb: np.ndarray) -> np.ndarray:
+    """float32[n_items, 384] real MiniLM text embeddings (the shared cached fixture)."""
+    return ml_emb
