@@ -86,9 +86,13 @@ def train(
     name: Annotated[str | None, typer.Option(help="run name (default: <arch>-s<seed>)")] = None,
     resume: Annotated[bool, typer.Option(help="continue from the run's last epoch")] = False,
 ) -> None:
-    """Train the recipe's model; keeps the best-on-validation checkpoint."""
-    from freshrec import pipeline
+    """Train the recipe's model; keeps the best-on-validation checkpoint.
 
+    Data-parallel: `torchrun --nproc-per-node N .venv/bin/freshrec train ...`."""
+    from freshrec import pipeline
+    from freshrec.train.distributed import init_from_env
+
+    init_from_env()
     r = _recipe(recipe, set_)
     split = pipeline.load_prepared(r)
     tok, table = pipeline.load_tokenized(r)

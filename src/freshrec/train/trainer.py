@@ -205,7 +205,10 @@ class Trainer:
             dist.broadcast(score, src=0)
         return float(score[0])
 
-    def fit(self, resume: bool = False) -> TrainResult:
+    def fit(self, resume: bool = False, stop_after: int | None = None) -> TrainResult:
+        """Train until early stopping or `cfg.epochs`. resume: continue from `out_dir/last`.
+        stop_after: return after this many epochs of this call (time-sliced training; a later
+        `fit(resume=True)` continues exactly where it stopped)."""
         cfg = self.cfg
         start_epoch, best, best_epoch, bad, log = 0, -math.inf, -1, 0, []
         if resume and (state := self._load_state()) is not None:
@@ -271,6 +274,8 @@ class Trainer:
                     bad += 1
                 self._save_state(epoch, best, best_epoch, bad, log)
                 if score is not None and bad >= cfg.patience and epoch + 1 >= cfg.min_epochs:
+                    break
+                if stop_after is not None and epoch + 1 - start_epoch >= stop_after:
                     break
         result = TrainResult(
             best_epoch=best_epoch,
