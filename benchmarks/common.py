@@ -1,0 +1,66 @@
+"""Shared set-up of the benchmarks: the default MovieLens split, tokenizer and trained GR
+checkpoints under `benchmarks/.work/` (git-ignored), reused across benchmarks when present."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from freshrec import pipeline
+from freshrec.config import Recipe, load_recipe
+from freshrec.data.schema import Split
+from freshrec.model.checkpoint import load_checkpoint
+from freshrec.semid import SemanticTokenizer, SidTable
+
+ROOT = Path(__file__).resolve().parent
+WORK = ROOT / ".work"
+RESULTS = ROOT / "results"
+
+# Per-architecture training budgets of the benchmarks (CPU, 2 cores). Both see a similar
+# number of optimiser steps: a tiger epoch enumerates every training prefix (~280 steps of
+# 256), a causal epoch trains all targets of a window at once (~25 steps).
+EPOCHS = {"tiger": 3, "causal": 25}
+
+
+def command() -> str:
+    return " ".join(["python", *(shlex.quote(a) for a in sys.argv)])
+
+
+def recipe(arch: str = "tiger", seed: int = 0, extra: list[str] | None = None) -> Recipe:
+    return load_recipe(
+        "cpu",
+        [
+            f"work_dir={WORK}",
+            f"model.recipe={arch}_cpu",
+            f"train.seed={seed}",
+            f"train.epochs={EPOCHS[arch]}",
+            "train.valid_requests=1000",
+            *(extra or []),
+        ],
+    )
+
+
+def setup(r: Recipe) -> tuple[Split, np.ndarray, SemanticTokenizer, SidTable]:
+    """Prepared split, item embeddings, tokenizer and SID table (built once, then loaded)."""
+    ws = pipeline.workspace(r)
+    split = pipeline.load_prepared(r) if ws.prepared.exists() else pipeline.prepare(r, show=False)
+    emb = pipeline.item_embeddings(r, split)
+    if ws.tokenizer.exists():
+        tok, table = pipeline.load_tokenized(r)
+    else:
+        tok, table, _ = pipeline.tokenize(r, split, emb, show=False)
+    return split, emb, tok, table
+
+
+def trained(r: Recipe, split: Split, tok: SemanticTokenizer, table: SidTable, retrain: bool):
+    """(model, train_log dict) of `r`'s run; trains unless a finished run exists."""
+    folder = pipeline.workspace(r).checkpoints(pipeline.run_name(r))
+    log_path = folder / "train_log.json"
+    if retrain or not log_path.exists():
+        pipeline.train(r, split, tok, table, progress=False)
+    model = load_checkpoint(folder / "best", expect_fingerprint=tok.fingerprint)
+    return model, json.loads(log_path.read_text())
