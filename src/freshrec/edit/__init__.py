@@ -1,0 +1,43 @@
+"""GenRecEdit-style model editing: inject new items into a trained generative recommender in
+seconds, without retraining (docs/EDITING.md).
+
+```python
+from freshrec.edit import EditConfig, EditStack, GenRecEditor
+editor = GenRecEditor(model, checkpoint_dir, split, table, emb, EditConfig(), work)
+pack = editor.edit(new_items, seed=0)
+pack.save(folder)
+stack = EditStack(model, checkpoint_dir)
+stack.push(pack)          # the model now recommends the new items; stack.pop() rolls back
+```
+"""
+
+from freshrec.edit.config import EditConfig
+from freshrec.edit.covariance import file_sha256, key_covariances, split_hash
+from freshrec.edit.editor import GenRecEditor
+from freshrec.edit.locate import Localisation, fixed_localisation, probe_localisation
+from freshrec.edit.pseudo import PseudoRequests, pseudo_requests
+from freshrec.edit.solve import alphaedit_solve, memit_solve, null_space_projector
+from freshrec.edit.store import EditPack, EditStack, checkpoint_identity
+from freshrec.edit.trigger import EditHooks, active_hooks, suspend_edits
+
+__all__ = [
+    "EditConfig",
+    "EditHooks",
+    "EditPack",
+    "EditStack",
+    "GenRecEditor",
+    "Localisation",
+    "PseudoRequests",
+    "active_hooks",
+    "alphaedit_solve",
+    "checkpoint_identity",
+    "file_sha256",
+    "fixed_localisation",
+    "key_covariances",
+    "memit_solve",
+    "null_space_projector",
+    "probe_localisation",
+    "pseudo_requests",
+    "split_hash",
+    "suspend_edits",
+]

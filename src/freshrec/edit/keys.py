@@ -1,0 +1,228 @@
+"""Keys: inputs of the FFN output projection at the decoder token that predicts SID token p.
+
+Two ways to get them, both teacher-forced on the target SID (edit requests: the new item's SID;
+preservation statistics and probes: the true training target):
+
+- `iter_keys` / `capture_keys`: one `model.sid_log_probs` forward per batch with forward
+  pre-hooks on the projections that read `trigger_positions`; any set of (p, L) sites at once.
+  Uses only the public model API and the exact trigger semantics of decoding.
+- `TeacherForcedBatch.scorer(p)` -> `PositionScorer`: logits of SID position p for a fixed
+  batch, with everything that does not depend on position p's decoder token computed once
+  (tiger: the encoder; causal: the KV cache of the prompt and the SID prefix). The target
+  optimisation calls it ~30 times per batch; it reaches into the tiger/causal wrappers (`t5`,
+  `_prompt`, `_positions`, `_forward`), and tests/edit check that it agrees with
+  `sid_log_probs`.
+
+Installed edit hooks fire in both (keys of later positions see earlier positions' edits, as at
+decoding time); wrap calls in `trigger.suspend_edits` for base-model keys.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from transformers.cache_utils import DynamicCache
+
+from freshrec.data.schema import Requests, Split
+from freshrec.edit.trigger import Site
+from freshrec.errors import ConfigError
+from freshrec.model.base import GenerativeRecommender, compact_left
+from freshrec.model.batches import request_history_tokens
+from freshrec.semid.vocab import BOS, PAD
+
+
+def request_tokens(
+    model: GenerativeRecommender,
+    split: Split,
+    requests: Requests,
+    sid_tokens: np.ndarray,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(history tokens Long[n, T], target SID tokens Long[n, P]) of `requests` (history = the
+    last `model.config.max_history` items, plus the user token if the vocab has buckets)."""
+    hist = request_history_tokens(
+        split, requests, sid_tokens, model.config.max_history, model.vocab
+    )
+    tgt = torch.from_numpy(np.asarray(sid_tokens, dtype=np.int64)[np.asarray(requests.target)])
+    return hist, tgt
+
+
+def iter_keys(
+    model: GenerativeRecommender,
+    history: torch.Tensor,
+    sid_tokens: torch.Tensor,
+    sites: Sequence[Site],
+    batch_size: int = 512,
+) -> Iterator[tuple[slice, dict[Site, torch.Tensor]]]:
+    """Yield (rows, {(p, L): keys float32[b, d_in]}) batch by batch: the input of
+    `ffn_out_projs()[L]` at the decoder token predicting SID token p, teacher-forced on
+    `sid_tokens` Long[n, P] given `history` Long[n, T]."""
+    projs = model.ffn_out_projs()
+    by_layer: dict[int, list[int]] = {}
+    for p, layer in sites:
+        by_layer.setdefault(layer, []).append(p)
+    store: dict[Site, torch.Tensor] = {}
+
+    def pre_hook(layer: int):
+        def hook(module: nn.Module, args: tuple) -> None:
+            trig = model.trigger_positions
+            if trig is None:
+                return
+            x = args[0]
+            for p in by_layer[layer]:
+                store[(p, layer)] = x[trig == p].detach().float()
+
+        return hook
+
+    handles = [projs[layer].register_forward_pre_hook(pre_hook(layer)) for layer in by_layer]
+    try:
+        with torch.no_grad():
+            for s in range(0, history.shape[0], batch_size):
+                rows = slice(s, min(s + batch_size, history.shape[0]))
+                store.clear()
+                model.sid_log_probs(history[rows], sid_tokens[rows])
+                b = rows.stop - rows.start
+                out = {}
+                for site in sites:
+                    k = store[site]
+                    if k.shape[0] != b:
+                        raise RuntimeError(f"captured {k.shape[0]} keys for {b} requests at {site}")
+                    out[site] = k
+                yield rows, out
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def capture_keys(
+    model: GenerativeRecommender,
+    history: torch.Tensor,
+    sid_tokens: torch.Tensor,
+    sites: Sequence[Site],
+    batch_size: int = 512,
+) -> dict[Site, torch.Tensor]:
+    """{(p, L): keys float32[n, d_in]} for all n requests (see `iter_keys`)."""
+    parts: dict[Site, list[torch.Tensor]] = {s: [] for s in sites}
+    for _, keys in iter_keys(model, history, sid_tokens, sites, batch_size):
+        for s, k in keys.items():
+            parts[s].append(k.cpu())
+    d_in = {layer: model.ffn_out_projs()[layer].in_features for _, layer in sites}
+    return {s: torch.cat(v) if v else torch.zeros(0, d_in[s[1]]) for s, v in parts.items()}
+
+
+class TeacherForcedBatch:
+    """n edit requests prepared once for scoring any SID position (see `scorer`).
+
+    history: Long[n, T] encoder/prompt tokens; sid_tokens: Long[n, P] target SID tokens.
+    tiger: the encoder states (edits never touch the encoder). causal: the KV cache of the
+    prompt minus its last token (decoder tokens with trigger -1, untouched by gated edits; make
+    a new batch when ungated edits change)."""
+
+    def __init__(
+        self, model: GenerativeRecommender, history: torch.Tensor, sid_tokens: torch.Tensor
+    ) -> None:
+        if model.arch not in ("tiger", "causal"):
+            raise ConfigError(f"editing does not support arch {model.arch!r}")
+        self.model = model
+        dev = model.device
+        history, self.sid = history.to(dev), sid_tokens.to(dev)
+        self.n = history.shape[0]
+        with torch.no_grad():
+            if model.arch == "tiger":
+                hist = compact_left(history)
+                self.mask = hist != PAD
+                with model.triggers(None):
+                    self.enc = model.t5.encoder(  # type: ignore[attr-defined]
+                        input_ids=hist, attention_mask=self.mask
+                    ).last_hidden_state
+            else:
+                prompt, pmask = model._prompt(history)  # type: ignore[attr-defined]
+                self.prompt, self.pmask = prompt, pmask
+                positions = model._positions(pmask)  # type: ignore[attr-defined]
+                cfg = model.llama.config  # type: ignore[attr-defined]
+                trig = torch.full_like(prompt[:, :-1], -1)
+                with model.triggers(trig):
+                    cache = DynamicCache(config=cfg)
+                    out = model._forward(  # type: ignore[attr-defined]
+                        prompt[:, :-1], pmask[:, :-1], positions[:, :-1], cache, 1
+                    )
+                self.kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+                self.cfg = cfg
+
+    def scorer(self, position: int) -> PositionScorer:
+        """A scorer of SID position `position` (prefix states computed now, with the edit
+        hooks installed at this moment)."""
+        return PositionScorer(self, position)
+
+
+class PositionScorer:
+    """Block logits float[b, sizes[p]] of SID position p for the requests of a
+    `TeacherForcedBatch`, teacher-forced on the SID prefix, recomputing only what depends on
+    position p's decoder token: tiger runs the (p+1)-token decoder on the cached encoder states;
+    causal extends the prompt cache with [last prompt token, t_0 .. t_{p-2}] once and then
+    runs only the token that predicts t_p. `block_logits(rows)` runs under `trigger_positions`,
+    so forward hooks (edits, the target optimisation's delta) see value p exactly at the scored
+    token; rows index the batch's requests (Long[b])."""
+
+    def __init__(self, batch: TeacherForcedBatch, position: int) -> None:
+        self.batch = batch
+        self.model = batch.model
+        self.p = position
+        self.n = batch.n
+        self.block = self.model.vocab.block(position)
+        if self.model.arch == "tiger":
+            sid = batch.sid
+            self._dec = torch.cat([torch.full_like(sid[:, :1], BOS), sid[:, :position]], dim=1)
+        else:
+            self._init_causal()
+
+    def _init_causal(self) -> None:
+        b, m, p = self.batch, self.model, self.p
+        T = b.prompt.shape[1]
+        tokens = torch.cat([b.prompt, b.sid[:, :p]], dim=1)  # the last token predicts t_p
+        mask = torch.cat([b.pmask, torch.ones_like(b.sid[:, :p], dtype=torch.bool)], dim=1)
+        positions = m._positions(mask)  # type: ignore[attr-defined]
+        if p == 0:
+            self._kv = b.kv
+        else:  # run [last prompt token, t_0 .. t_{p-2}] (triggers 0 .. p-1) on the prompt cache
+            cache = DynamicCache(ddp_cache_data=b.kv, config=b.cfg)
+            trig = torch.arange(p, device=tokens.device).expand(b.n, p)
+            with torch.no_grad(), m.triggers(trig):
+                ext = slice(T - 1, T - 1 + p)
+                out = m._forward(  # type: ignore[attr-defined]
+                    tokens[:, ext], mask[:, : T - 1 + p], positions[:, ext], cache, 1
+                )
+            self._kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
+        self._last = tokens[:, -1:]
+        self._mask = mask
+        self._pos = positions[:, -1:]
+
+    def block_logits(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits float[b, sizes[p]] of the rows (all rows if None); differentiable w.r.t.
+        anything a forward hook adds."""
+        m = self.model
+        if rows is None:
+            rows = torch.arange(self.n, device=m.device)
+        rows = rows.to(m.device)
+        b = rows.shape[0]
+        if m.arch == "tiger":
+            trig = torch.arange(self.p + 1, device=rows.device).expand(b, self.p + 1)
+            with m.triggers(trig):
+                out = m.t5(  # type: ignore[attr-defined]
+                    encoder_outputs=(self.batch.enc[rows],),
+                    attention_mask=self.batch.mask[rows],
+                    decoder_input_ids=self._dec[rows],
+                    use_cache=False,
+                )
+            return out.logits[:, -1, self.block]
+        cache = DynamicCache(
+            ddp_cache_data=[(k[rows], v[rows]) for k, v in self._kv], config=self.batch.cfg
+        )
+        trig = torch.full((b, 1), self.p, dtype=torch.long, device=rows.device)
+        with m.triggers(trig):
+            out = m._forward(  # type: ignore[attr-defined]
+                self._last[rows], self._mask[rows], self._pos[rows], cache, 1
+            )
+        return out.logits[:, -1, self.block]
