@@ -149,5 +149,14 @@ def demo(recipe: RecipeOpt = "cpu", set_: SetOpt = None) -> None:
     pipeline.demo(_recipe(recipe, set_))
 
 
+def _register_stage_commands() -> None:
+    from freshrec.merge.cli import register as register_merge
+
+    register_merge(app)
+
+
+_register_stage_commands()
+
+
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())
