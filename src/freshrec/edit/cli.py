@@ -1,0 +1,280 @@
+"""`freshrec edit`: inject the catalog's new items into a trained checkpoint (GenRecEdit) and
+save the edit pack; `recommend_with_edits` serves recommendations with packs applied.
+Register the command on the app with `register(app)`.
+
+```
+freshrec edit .freshrec/ml-latest-small/checkpoints/causal-s0/best --set model.recipe=causal_cpu
+freshrec edit CKPT --items 193565,193567 --set edit.lam=1000 --out packs/two
+freshrec recommend --user 1 --checkpoint CKPT --edit .freshrec/ml-latest-small/edits/<pack_id>
+```
+
+Overrides: `--set edit.<key>=<value>` sets an `EditConfig` field (e.g. `edit.lam`,
+`edit.positions=[0,1]`, `edit.trigger=false`); every other `--set` is a recipe override.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from freshrec.errors import CheckpointError, ConfigError, FreshrecError, UnknownItemError
+
+__all__ = [
+    "edit",
+    "recommend_with_edits",
+    "register",
+    "resolve_checkpoint",
+    "resolve_items",
+    "resolve_pack",
+    "split_overrides",
+]
+
+console = Console()
+err_console = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+RecipeOpt = Annotated[
+    str, typer.Option("--recipe", "-r", help="built-in recipe (cpu, tiger-paper) or YAML file")
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        "-s",
+        help="override: edit.<key>=v (EditConfig, e.g. edit.lam=1000) or a recipe key "
+        "(e.g. model.recipe=causal_cpu); repeatable",
+    ),
+]
+
+
+def _friendly(fn: F) -> F:
+    """Print `FreshrecError`s as one clear line (exit 2) instead of a traceback (as
+    `freshrec.cli.friendly`; replicated so that this module does not import the app)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except FreshrecError as exc:
+            err_console.print(f"[bold red]error:[/] {exc}")
+            raise typer.Exit(2) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+# ----------------------------------------------------------------------------------- helpers
+def _yaml_value(text: str) -> Any:
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def split_overrides(overrides: Sequence[str] | None) -> tuple[list[str], dict[str, Any]]:
+    """(recipe overrides, EditConfig dict) from `--set` values; `edit.<key>=<value>` goes to
+    the edit config (values parsed as YAML), everything else to the recipe."""
+    recipe: list[str] = []
+    edit_cfg: dict[str, Any] = {}
+    for assignment in overrides or []:
+        key, sep, value = assignment.partition("=")
+        if sep and key.strip().startswith("edit."):
+            name = key.strip()[len("edit.") :]
+            if not name or "." in name:
+                raise ConfigError(f"override {assignment!r}: expected edit.<key>=<value>")
+            edit_cfg[name] = _yaml_value(value)
+        else:
+            recipe.append(assignment)
+    return recipe, edit_cfg
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The checkpoint folder holding model.safetensors: `path` itself, or `path/best` for a
+    training run folder. CheckpointError when neither exists."""
+    folder = Path(path)
+    for cand in (folder, folder / "best"):
+        if (cand / "model.safetensors").is_file():
+            return cand
+    raise CheckpointError(f"{folder}: no checkpoint here (expected model.safetensors or best/)")
+
+
+def resolve_items(split: Any, items: Sequence[str] | None) -> np.ndarray:
+    """int64 item indices to edit. None / ["new"]: every catalog item with `split.is_new`;
+    otherwise external item ids (repeatable and/or comma-separated). Unknown ids raise
+    UnknownItemError; warm ids (with training interactions) raise ConfigError."""
+    is_new = np.asarray(split.is_new, dtype=bool)
+    tokens = [t.strip() for raw in items or [] for t in str(raw).split(",") if t.strip()]
+    if not tokens or tokens == ["new"]:
+        idx = np.flatnonzero(is_new).astype(np.int64)
+        if idx.size == 0:
+            raise ConfigError("the catalog has no new items (every item has training data)")
+        return idx
+    if "new" in tokens:
+        raise ConfigError("--items takes either 'new' or item ids, not both")
+    index = split.dataset.items.index_of()
+    unknown = [t for t in tokens if t not in index]
+    if unknown:
+        shown = ", ".join(repr(t) for t in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise UnknownItemError(
+            f"unknown item id(s) {shown} ({len(unknown)} of {len(tokens)}; the catalog has "
+            f"{len(index)} items)"
+        )
+    idx = np.array([index[t] for t in dict.fromkeys(tokens)], dtype=np.int64)
+    warm = [t for t, i in zip(dict.fromkeys(tokens), idx.tolist(), strict=True) if not is_new[i]]
+    if warm:
+        shown = ", ".join(repr(t) for t in warm[:5]) + (" ..." if len(warm) > 5 else "")
+        raise ConfigError(
+            f"item id(s) {shown} have training interactions (warm items); only new items can "
+            "be injected by an edit"
+        )
+    return idx
+
+
+def resolve_pack(recipe: Any, pack: str | Path) -> Path:
+    """A pack folder: `pack` as a path, else a pack id under `<work>/edits/`."""
+    from freshrec import pipeline
+
+    path = Path(pack)
+    if (path / "manifest.json").is_file():
+        return path
+    under = pipeline.workspace(recipe).edits() / str(pack)
+    if (under / "manifest.json").is_file():
+        return under
+    raise CheckpointError(f"edit pack {str(pack)!r} not found (neither a folder nor in {under})")
+
+
+def _reliability_cell(rel: dict[str, Any] | None) -> str:
+    if not rel:
+        return "not measured"
+    before = rel.get("before", {})
+    return (
+        f"top-1 {before.get('top1', float('nan')):.1%} -> {rel['top1']:.1%}, "
+        f"top-10 {before.get('top10', float('nan')):.1%} -> {rel['top10']:.1%} "
+        f"({rel['n']} edit requests, beam {rel['beam']})"
+    )
+
+
+# ----------------------------------------------------------------------------------- commands
+@_friendly
+def edit(
+    checkpoint: Annotated[Path, typer.Argument(help="checkpoint folder (…/best or a run folder)")],
+    items: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--items",
+            "-i",
+            help="'new' (default: every new catalog item) or external item ids "
+            "(repeatable or comma-separated)",
+        ),
+    ] = None,
+    recipe: RecipeOpt = "cpu",
+    set_: SetOpt = None,
+    out: Annotated[
+        Path | None, typer.Option(help="pack folder (default: <work>/edits/<pack_id>)")
+    ] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="pseudo-request sampling seed (default edit.seed)")
+    ] = None,
+) -> None:
+    """Edit CHECKPOINT so that it recommends new items (GenRecEdit), without retraining.
+
+    The base weights are not modified: the edit is saved as a pack (deltas + manifest) that
+    `freshrec recommend --edit PACK` applies on top of the checkpoint."""
+    from freshrec import pipeline
+    from freshrec.config import load_recipe
+    from freshrec.edit.config import EditConfig
+    from freshrec.edit.editor import GenRecEditor
+    from freshrec.model.checkpoint import load_checkpoint
+
+    t_all = time.perf_counter()
+    recipe_sets, edit_sets = split_overrides(set_)
+    r = load_recipe(recipe, recipe_sets)
+    cfg = EditConfig.from_dict(edit_sets)
+    folder = resolve_checkpoint(checkpoint)
+    split = pipeline.load_prepared(r)
+    tok, table = pipeline.load_tokenized(r)
+    model = load_checkpoint(folder, expect_fingerprint=tok.fingerprint)
+    idx = resolve_items(split, items)
+    emb = pipeline.item_embeddings(r, split)
+    ws = pipeline.workspace(r)
+    editor = GenRecEditor(model, folder, split, table, emb, cfg, ws)
+    console.print(f"editing {len(idx)} item(s) into {folder} ({model.arch}) ...")
+    pack = editor.edit(idx, seed=seed)
+    dest = pack.save(out if out is not None else ws.edits() / pack.pack_id)
+
+    m, t = pack.metrics, pack.timings
+    table_out = Table(title=f"edit pack {pack.pack_id}", show_header=False)
+    table_out.add_row("saved to", str(dest))
+    table_out.add_row("items", f"{m['n_items']} ({len(m['items_without_context'])} no context)")
+    table_out.add_row("edit requests", str(m["n_requests"]))
+    sites = ", ".join(f"p{p}->L{layer}" for p, layer in pack.sites)
+    table_out.add_row("positions -> layers", f"{sites} ({pack.manifest['localisation']['method']})")
+    table_out.add_row("method / lambda", f"{pack.manifest['method']} / {pack.manifest['lam']:g}")
+    table_out.add_row("reliability", _reliability_cell(m.get("reliability")))
+    cov = m.get("covariance", {})
+    cached = " (one-time, cached for next edits)" if cov.get("computed") else " (cached)"
+    table_out.add_row(
+        "seconds",
+        f"edit {t['edit_total']:.1f}, covariance {t['covariance']:.1f}{cached}, "
+        f"reliability check {t.get('reliability', 0.0):.1f}, "
+        f"total {time.perf_counter() - t_all:.1f}",
+    )
+    console.print(table_out)
+
+
+def recommend_with_edits(
+    recipe: Any,
+    checkpoint: str | Path,
+    user_id: str,
+    top_k: int = 10,
+    packs: Sequence[str | Path] = (),
+) -> list[tuple[str, str, float, bool]]:
+    """Top-k (item id, title, log-prob, is_new) for a user from their whole sequence, over the
+    full catalog, with edit `packs` (folders or pack ids under `<work>/edits/`) applied in
+    order. Packs made on another checkpoint or tokenizer are refused."""
+    from freshrec import pipeline
+    from freshrec.edit.store import EditPack, EditStack
+    from freshrec.model.checkpoint import load_checkpoint
+
+    if top_k < 1:
+        raise ConfigError(f"top_k must be >= 1, got {top_k}")
+    folder = resolve_checkpoint(checkpoint)
+    split = pipeline.load_prepared(recipe)
+    tok, table = pipeline.load_tokenized(recipe)
+    model = load_checkpoint(folder, expect_fingerprint=tok.fingerprint)
+    users = {u: i for i, u in enumerate(split.dataset.user_ids)}
+    if user_id not in users:
+        raise UnknownItemError(f"unknown user id {user_id!r} (dataset has {len(users)} users)")
+    u = users[user_id]
+    seq = split.sequence(u)
+    if len(seq) == 0:
+        raise ConfigError(f"user {user_id!r} has an empty history")
+    loaded = [EditPack.load(resolve_pack(recipe, p)) for p in packs]
+    hist = np.full((1, model.config.max_history), -1, dtype=np.int64)
+    tail = seq[-model.config.max_history :]
+    hist[0, -len(tail) :] = tail
+    ranker = pipeline.gr_ranker(recipe, model, table, split, catalog="full")
+    with EditStack(model, folder) as stack:
+        for pack in loaded:
+            stack.push(pack)
+        items, scores = ranker.rank_histories(hist, np.array([u]), top_k)
+    meta = split.dataset.items
+    return [
+        (meta.ids[i], meta.titles[i], float(s), bool(split.is_new[i]))
+        for i, s in zip(items[0], scores[0], strict=True)
+        if i >= 0
+    ]
+
+
+def register(app: typer.Typer) -> None:
+    """Add `freshrec edit` to `app`."""
+    app.command("edit")(edit)
