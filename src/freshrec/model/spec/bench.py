@@ -1,0 +1,225 @@
+"""Entry points for other stages: benchmark rows (`spec_benchmark_rows`) and the CLI's
+`recommend --mode spec` (`recommend_spec`)."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from freshrec.data.schema import Split
+from freshrec.errors import ConfigError, UnknownItemError
+from freshrec.evaluate.protocol import EvalResult, Part, evaluate_ranker
+from freshrec.model.base import GenerativeRecommender
+from freshrec.model.spec.drafters import Drafter, TextDrafter
+from freshrec.model.spec.ranker import DEFAULT_GAMMA, DEFAULT_GRID, SpecRanker, tune_gamma
+from freshrec.model.spec.selfdraft import SelfDrafter, train_self_drafter
+from freshrec.semid.table import SidTable
+
+if TYPE_CHECKING:
+    from freshrec.config import Recipe
+    from freshrec.edit.store import EditStack
+
+Method = Literal["text", "self", "hybrid"]
+LABELS = {
+    "text": "SpecGR (text drafter)",
+    "self": "SpecGR++ (self-drafter)",
+    "hybrid": "SpecGR + edited verifier (text drafter)",
+}
+
+
+@contextlib.contextmanager
+def _base_model(model: GenerativeRecommender, edited: Any) -> Iterator[None]:
+    """Edits of `edited` (an EditStack on `model` itself) suspended for the duration."""
+    if edited is None or getattr(edited, "model", None) is not model:
+        yield
+        return
+    from freshrec.edit.trigger import suspend_edits
+
+    with suspend_edits(model):
+        yield
+
+
+def spec_benchmark_rows(
+    model: GenerativeRecommender,
+    split: Split,
+    table: SidTable,
+    emb: np.ndarray,
+    *,
+    edited: EditStack | GenerativeRecommender | None = None,
+    methods: Sequence[Method] = ("text", "self", "hybrid"),
+    part: Part = "test",
+    valid_requests: int | None = 1000,
+    test_requests: int | None = None,
+    seed: int = 0,
+    top_k: int = 50,
+    metric: str = "R@20",
+    grid: Sequence[float] = DEFAULT_GRID,
+    n_drafts: int = 50,
+    beam_size: int = 50,
+    batch_size: int = 64,
+    self_drafter: SelfDrafter | None = None,
+    self_draft_steps: int = 300,
+    log: list[dict[str, Any]] | None = None,
+) -> list[EvalResult]:
+    """EvalRows of speculative recommendation under the evaluation protocol, gamma tuned on
+    validation.
+
+    For each method: gamma is picked on a seeded sample of `valid_requests` validation
+    requests by `metric` (`tune_gamma`), then the ranker runs once on `part` (a seeded sample
+    of `test_requests`, the same sample `evaluate_ranker(max_requests=test_requests,
+    seed=seed)` draws for the other rows). Methods:
+    - "text": SpecGR with the `TextDrafter` (item text embeddings `emb`), base model verifier;
+    - "self": SpecGR++ with a `SelfDrafter` (given, or trained with `train_self_drafter` for
+      `self_draft_steps` steps, heads only), base model verifier;
+    - "hybrid": text drafter verified by the edited model (`edited`: an EditStack -- its model
+      with the packs applied -- or an edited model); skipped when `edited` is None.
+    If `edited` is an EditStack on `model` itself, its edits are suspended for the base rows.
+    Returns EvalResults named by `LABELS`, `extra` holding gamma, the validation value, the
+    tuning table's best row stats, drafter/verifier settings and seconds spent tuning.
+    `log` (if given) receives each method's tuning table.
+    """
+    rows: list[EvalResult] = []
+    unknown = set(methods) - set(LABELS)
+    if unknown:
+        raise ConfigError(f"unknown spec methods {sorted(unknown)}; known: {sorted(LABELS)}")
+    for method in methods:
+        if method == "hybrid" and edited is None:
+            continue
+        t0 = time.perf_counter()
+        extra: dict[str, Any] = {}
+        drafter: Drafter
+        if method == "self":
+            if self_drafter is None:
+                with _base_model(model, edited):
+                    self_drafter = train_self_drafter(
+                        model, split, table, self_draft_steps, seed=seed
+                    )
+                extra["self_draft_steps"] = self_draft_steps
+            drafter = self_drafter
+        else:
+            drafter = TextDrafter(emb)
+        if method == "hybrid":
+            verifier = edited if isinstance(edited, GenerativeRecommender) else edited.model
+            ctx: contextlib.AbstractContextManager[None] = contextlib.nullcontext()
+        else:
+            verifier, ctx = model, _base_model(model, edited)
+        with ctx:
+            ranker = SpecRanker(
+                verifier,
+                drafter,
+                table,
+                n_drafts=n_drafts,
+                beam_size=beam_size,
+                batch_size=batch_size,
+                is_new=split.is_new,
+                name=LABELS[method],
+            )
+            tuning = tune_gamma(
+                ranker, split, "valid", grid, metric=metric, max_requests=valid_requests, seed=seed
+            )
+            tune_s = time.perf_counter() - t0
+            if log is not None:
+                log.append({"method": method, "tuning": tuning.table()})
+            best = next(r for g, r in tuning.results if g == tuning.best_gamma)
+            res = evaluate_ranker(
+                ranker, split, part, top_k=top_k, max_requests=test_requests, seed=seed
+            )
+        res.extra = {
+            **extra,
+            "gamma": tuning.best_gamma,
+            "tuned_on": f"valid ({best.n_requests} requests, {metric})",
+            "valid_value": float(_metric(best, metric)),
+            "drafter": drafter.name,
+            "verifier": "edited" if method == "hybrid" else "base",
+            "n_drafts": n_drafts,
+            "beam_size": beam_size,
+            "tune_seconds": tune_s,
+            **ranker.last_stats,
+        }
+        rows.append(res)
+    return rows
+
+
+def _metric(result: EvalResult, metric: str) -> float:
+    from freshrec.model.spec.ranker import metric_value
+
+    return metric_value(result, metric)
+
+
+def recommend_spec(
+    recipe: Recipe,
+    checkpoint: str | Path,
+    user_id: str,
+    top_k: int = 10,
+    *,
+    drafter: Literal["text", "self"] = "text",
+    gamma: float = DEFAULT_GAMMA,
+    n_drafts: int = 50,
+    beam_size: int | None = None,
+    self_drafter_dir: str | Path | None = None,
+    edit_packs: Sequence[str | Path] = (),
+) -> list[tuple[str, str, float, bool]]:
+    """Top-k (item id, title, mean SID log-prob, is_new) for a user from their whole sequence,
+    by speculative recommendation over the full catalog (`freshrec recommend --mode spec`).
+
+    drafter "text" uses the workspace's item embeddings; "self" loads heads saved with
+    `SelfDrafter.save` from `self_drafter_dir`. `edit_packs`: edit pack folders applied (in
+    order) to the checkpoint with an `EditStack`, making the verifier the edited model.
+    """
+    from freshrec import pipeline
+    from freshrec.model.checkpoint import load_checkpoint
+
+    split = pipeline.load_prepared(recipe)
+    tokenizer, table = pipeline.load_tokenized(recipe)
+    model = load_checkpoint(checkpoint, expect_fingerprint=tokenizer.fingerprint)
+    stack = None
+    if edit_packs:
+        from freshrec.edit.store import EditPack, EditStack
+
+        stack = EditStack(model, checkpoint)
+        for folder in edit_packs:
+            stack.push(EditPack.load(folder))
+    users = {u: i for i, u in enumerate(split.dataset.user_ids)}
+    if user_id not in users:
+        raise UnknownItemError(f"unknown user id {user_id!r} (dataset has {len(users)} users)")
+    u = users[user_id]
+    seq = split.sequence(u)
+    if len(seq) == 0:
+        raise ConfigError(f"user {user_id!r} has an empty history")
+    if drafter == "text":
+        d: Drafter = TextDrafter(pipeline.item_embeddings(recipe, split))
+    elif drafter == "self":
+        if self_drafter_dir is None:
+            raise ConfigError("drafter 'self' needs self_drafter_dir (heads from SelfDrafter.save)")
+        d = SelfDrafter.load(self_drafter_dir, model, table.tokens(model.vocab))
+    else:
+        raise ConfigError(f"drafter must be 'text' or 'self', got {drafter!r}")
+    H = model.config.max_history
+    hist = np.full((1, H), -1, dtype=np.int64)
+    tail = seq[-H:]
+    hist[0, -len(tail) :] = tail
+    ranker = SpecRanker(
+        model,
+        d,
+        table,
+        gamma=gamma,
+        n_drafts=n_drafts,
+        beam_size=beam_size or recipe.eval.beam_size,
+        is_new=split.is_new,
+    )
+    try:
+        out = ranker.rank_histories(hist, np.array([u]), top_k)
+    finally:
+        if stack is not None:
+            stack.remove()
+    items_meta = split.dataset.items
+    return [
+        (items_meta.ids[i], items_meta.titles[i], float(s), bool(split.is_new[i]))
+        for i, s in zip(out.items[0].tolist(), out.scores[0].tolist(), strict=True)
+        if i >= 0
+    ]

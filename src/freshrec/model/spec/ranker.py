@@ -1,0 +1,477 @@
+"""`SpecRanker`: speculative inductive recommendation (SpecGR, Ding et al., AAAI 2026).
+
+Per batch of requests (all steps batched, loops only over the <= sid_len rounds):
+
+1. Draft: the drafter scores every item; history items, items without a SID and items already
+   drafted are masked; the top-δ (`n_drafts`) are this round's drafts, in drafter order.
+2. Verify: each draft's score is the GR model's mean log-likelihood of its SID tokens
+   (`verify.score_lengths`: new items skip the collision digit); accept when score >= gamma.
+3. Guided re-drafting: between rounds the constrained beam search advances one SID position
+   (`verify.BeamStepper`); from round `guide_from` on (prefix length r = round index), drafts
+   must have their length-r SID prefix among the request's current beams.
+4. Adaptive exit: a request stops once `top_k` drafts are accepted (its beams are dropped);
+   after sid_len rounds the beam search is complete and the remaining slots are filled with
+   its results (duplicates and history items excluded).
+
+Final order ("score", as the SpecGR code): the first `top_k` accepted drafts plus the fill,
+sorted by their mean log-likelihood (beam items: beam score / sid_len); "accept": accepted
+drafts in acceptance order (round, then drafter rank), then the fill in beam order.
+
+Simplifications vs the paper's code (documented in docs/SPEC.md): re-drafting is a hard
+restriction to the beams' prefixes (the code's `torch_in` mask), the beam search is freshrec's
+batched trie-constrained one (KV cache, exclusion of history items at the last level), and the
+fill takes beam results only (the code also ranks rejected drafts into the fill), so gamma =
++inf reproduces plain beam search exactly.
+
+A run with no early exit (`trace`) holds everything needed to finalize it at any gamma: the
+drafts of round r do not depend on gamma (only on the beams and earlier drafts), so
+`tune_gamma` runs the model once and sweeps gamma for free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from freshrec.data.schema import Requests, Split
+from freshrec.errors import ConfigError
+from freshrec.evaluate.protocol import EvalResult, Part, evaluate_ranker, sample_requests
+from freshrec.model.base import GenerativeRecommender
+from freshrec.model.batches import history_tokens
+from freshrec.model.beam_search import NEG_INF
+from freshrec.model.spec.drafters import Drafter
+from freshrec.model.spec.verify import (
+    BeamStepper,
+    LengthMode,
+    VerifyMethod,
+    item_prefix_nodes,
+    prefix_mask,
+    score_lengths,
+    verify_scores,
+)
+from freshrec.semid.table import SidTable
+from freshrec.semid.trie import SidTrie
+
+DEFAULT_GAMMA = -1.5
+"""The paper's thresholds are about -1.4 to -1.8 (mean log-likelihood per SID token); tune on
+validation with `tune_gamma` for another model or tokenizer."""
+
+DEFAULT_GRID: tuple[float, ...] = (
+    NEG_INF,
+    *(round(g, 2) for g in np.arange(-6.0, 0.001, 0.25).tolist()),
+    float("inf"),
+)
+"""Gamma grid of `tune_gamma`: -inf (accept every draft), -6 .. 0 step 0.25, +inf (plain
+beam search)."""
+
+Order = Literal["score", "accept"]
+
+
+@dataclass
+class SpecTrace:
+    """What a speculative run computed for n requests (K = top_k, M = rounds * n_drafts).
+
+    drafts Long[n, M]: drafted items, round-major and in drafter order within a round (-1 =
+    not drafted); verify float[n, M]: their verification scores (-inf where not drafted);
+    beam_items Long[n, K] / beam_scores float[n, K]: beam search results with mean per-token
+    log-prob (-1 / -inf where the request exited before the beam search finished).
+    exit_gamma: the gamma early exit used (None: every round ran, any gamma can finalize).
+    """
+
+    drafts: torch.Tensor
+    verify: torch.Tensor
+    beam_items: torch.Tensor
+    beam_scores: torch.Tensor
+    rounds: int
+    n_drafts: int
+    top_k: int
+    exit_gamma: float | None = None
+
+
+@dataclass
+class SpecOutput:
+    """items Long[n, K] (-1 = empty slot), scores float[n, K], n_accepted Long[n] accepted
+    drafts among the K, exit_round Long[n] rounds run (rounds = the beam search finished)."""
+
+    items: torch.Tensor
+    scores: torch.Tensor
+    n_accepted: torch.Tensor
+    exit_round: torch.Tensor
+
+
+def finalize(trace: SpecTrace, gamma: float, order: Order = "score") -> SpecOutput:
+    """Accept drafts with verify >= gamma (first K in acceptance order), fill from the beam
+    results, order the K slots. Vectorised over requests."""
+    if trace.exit_gamma is not None and gamma != trace.exit_gamma:
+        raise ConfigError(
+            f"this trace exited early at gamma {trace.exit_gamma}; it cannot be finalized at "
+            f"{gamma} (run `trace` without exit_gamma)"
+        )
+    if order not in ("score", "accept"):
+        raise ConfigError(f"order must be 'score' or 'accept', got {order!r}")
+    D, V, K = trace.drafts, trace.verify, trace.top_k
+    n = D.shape[0]
+    acc = (D >= 0) & (gamma <= V)
+    keep = acc & (acc.cumsum(1) <= K)
+    items = torch.full((n, K + 1), -1, dtype=torch.long)
+    scores = torch.full((n, K + 1), NEG_INF)
+    col = torch.where(keep, acc.cumsum(1) - 1, K)  # column K collects everything dropped
+    items.scatter_(1, col, torch.where(keep, D, -1))
+    scores.scatter_(1, col, torch.where(keep, V, NEG_INF))
+    n_acc = keep.sum(1)
+    # fill the remaining slots with beam results not already accepted
+    bi = trace.beam_items
+    fill = (bi >= 0) & ~(bi[:, :, None] == items[:, None, :K]).any(-1)
+    pos = n_acc[:, None] + fill.cumsum(1) - 1
+    take = fill & (pos < K)
+    col = torch.where(take, pos, K)
+    items.scatter_(1, col, torch.where(take, bi, -1))
+    scores.scatter_(1, col, torch.where(take, trace.beam_scores, NEG_INF))
+    items, scores = items[:, :K], scores[:, :K]
+    items = torch.where(torch.isfinite(scores), items, -1)
+    if order == "score":
+        scores, idx = torch.sort(scores, dim=1, descending=True, stable=True)
+        items = items.gather(1, idx)
+    per_round = acc.view(n, trace.rounds, trace.n_drafts).sum(-1).cumsum(1) >= K
+    exit_round = torch.where(
+        per_round.any(1), per_round.int().argmax(1) + 1, torch.tensor(trace.rounds)
+    )
+    return SpecOutput(items, scores, n_acc, exit_round)
+
+
+@contextlib.contextmanager
+def _eval_mode(model: GenerativeRecommender) -> Iterator[None]:
+    was = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was)
+
+
+class SpecRanker:
+    """Speculative ranker over the full catalog (Ranker protocol): drafter proposals verified
+    by a GR model, guided by and filled from its constrained beam search (module doc).
+
+    model: the verifier and beam searcher (pass a model with an `EditStack` applied for the
+    hybrid). table: SID table of the catalog, new items assigned. trie: the catalog to decode
+    over (default: every item with a SID). gamma: acceptance threshold on the mean per-token
+    log-likelihood. n_drafts: δ, drafts per round. guide_from: first round whose drafts are
+    restricted to the beams' prefixes (SpecGR's code: 2). lengths: `score_lengths` mode.
+    is_new: bool[n_items] (default: `split.is_new` at `rank`). verify: "cached" | "teacher".
+    batch_size: requests per batch; verify_chunk: (request, draft) pairs per forward.
+    """
+
+    catalog = "full"
+
+    def __init__(
+        self,
+        model: GenerativeRecommender,
+        drafter: Drafter,
+        table: SidTable,
+        trie: SidTrie | None = None,
+        *,
+        gamma: float = DEFAULT_GAMMA,
+        n_drafts: int = 50,
+        beam_size: int = 50,
+        guide_from: int = 2,
+        order: Order = "score",
+        lengths: LengthMode = "codes",
+        is_new: np.ndarray | None = None,
+        verify: VerifyMethod = "cached",
+        batch_size: int = 64,
+        verify_chunk: int = 2048,
+        name: str | None = None,
+    ) -> None:
+        if n_drafts < 1 or beam_size < 1 or batch_size < 1:
+            raise ConfigError("n_drafts, beam_size and batch_size must be >= 1")
+        if order not in ("score", "accept"):
+            raise ConfigError(f"order must be 'score' or 'accept', got {order!r}")
+        self.model, self.drafter = model, drafter
+        vocab = model.vocab
+        self.sids = table.sids
+        self.sid_tokens = torch.from_numpy(table.tokens(vocab))
+        self.trie = trie if trie is not None else SidTrie.from_table(table.sids, vocab)
+        n_items = table.n_items
+        self.in_trie = torch.zeros(n_items, dtype=torch.bool)
+        self.in_trie[torch.from_numpy(self.trie.items())] = True
+        self.prefix_nodes = item_prefix_nodes(self.trie, table.sids)
+        self.gamma, self.n_drafts, self.beam_size = float(gamma), n_drafts, beam_size
+        self.guide_from, self.order, self.lengths_mode = max(1, guide_from), order, lengths
+        self.is_new = None if is_new is None else np.asarray(is_new, dtype=bool)
+        self.verify, self.batch_size, self.verify_chunk = verify, batch_size, verify_chunk
+        self.name = name or f"SpecGR ({drafter.name} drafter)"
+        self.history_len: int | None = model.config.max_history
+        self.last_stats: dict[str, float] = {}
+        self._lengths: dict[bytes, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ helpers
+    def lengths(self, is_new: np.ndarray | None = None) -> torch.Tensor:
+        """Long[n_items] SID tokens the verifier averages per item."""
+        mask = self.is_new if is_new is None else np.asarray(is_new, dtype=bool)
+        if mask is None:
+            raise ConfigError("SpecRanker needs is_new (constructor or rank argument)")
+        key = np.packbits(mask).tobytes()
+        if key not in self._lengths:
+            self._lengths[key] = score_lengths(self.sids, mask, self.lengths_mode)
+        return self._lengths[key]
+
+    def _draft_scores(self, hist: torch.Tensor, tok: torch.Tensor) -> torch.Tensor:
+        """float[b, n_items] drafter scores with history items and items off the trie -inf."""
+        d = self.drafter.score(hist, tok).float().cpu().clone()
+        if d.shape[1] != self.in_trie.shape[0]:
+            raise ConfigError(f"drafter scores {d.shape[1]} items, catalog has {len(self.in_trie)}")
+        d.masked_fill_(~self.in_trie, NEG_INF)
+        rows, cols = torch.nonzero(hist >= 0, as_tuple=True)
+        d[rows, hist[rows, cols]] = NEG_INF
+        return d
+
+    def _batch(
+        self,
+        hist: np.ndarray,
+        users: np.ndarray,
+        top_k: int,
+        lengths: torch.Tensor,
+        exit_gamma: float | None,
+    ) -> SpecTrace:
+        """One batch: drafting rounds, verification, beam steps (see module doc)."""
+        model, vocab = self.model, self.model.vocab
+        P = vocab.sid_len
+        b = hist.shape[0]
+        hist_t = torch.from_numpy(hist)
+        tok = history_tokens(hist, self.sid_tokens.numpy(), users, vocab)
+        d = self._draft_scores(hist_t, tok)
+        C = min(self.n_drafts, d.shape[1])
+        drafts = torch.full((b, P * C), -1, dtype=torch.long)
+        ver = torch.full((b, P * C), NEG_INF)
+        beam_items = torch.full((b, top_k), -1, dtype=torch.long)
+        beam_scores = torch.full((b, top_k), NEG_INF)
+        n_acc = torch.zeros(b, dtype=torch.long)
+        active = torch.arange(b)
+        stepper: BeamStepper | None = None
+        for r in range(P):
+            da = d[active]
+            if stepper is not None and r >= self.guide_from:
+                n_nodes = self.trie.children[r].shape[0]
+                allowed = prefix_mask(self.prefix_nodes[r], stepper.prefix_nodes(), n_nodes)
+                da = da.masked_fill(~allowed, NEG_INF)
+            top, cand = torch.topk(da, C, dim=1)
+            valid = torch.isfinite(top)
+            cand = torch.where(valid, cand, -1)
+            rows = active[:, None].expand_as(cand)
+            d[rows[valid], cand[valid]] = NEG_INF  # never drafted twice
+            safe = cand.clamp(min=0)
+            lens = torch.where(valid, lengths[safe], 0)
+            v = verify_scores(
+                model,
+                tok[active],
+                self.sid_tokens[safe],
+                lens,
+                method=self.verify,
+                chunk=self.verify_chunk,
+            )
+            drafts[active, r * C : (r + 1) * C] = cand
+            ver[active, r * C : (r + 1) * C] = v
+            still = torch.ones(len(active), dtype=torch.bool)
+            if exit_gamma is not None:
+                n_acc[active] += (valid & (v >= exit_gamma)).sum(1)
+                still = n_acc[active] < top_k
+            active = active[still]
+            if len(active) == 0:
+                break
+            if stepper is None:
+                stepper = BeamStepper(
+                    model, tok[active], self.trie, self.beam_size, top_k, hist_t[active]
+                )
+            else:
+                stepper.keep(still)
+            stepper.step()
+        if stepper is not None and len(active):
+            while not stepper.done:
+                stepper.step()
+            res = stepper.result()
+            beam_items[active] = res.items.cpu()
+            beam_scores[active] = res.scores.cpu() / P
+        return SpecTrace(drafts, ver, beam_items, beam_scores, P, C, top_k, exit_gamma)
+
+    # ------------------------------------------------------------------ API
+    def trace(
+        self,
+        histories: np.ndarray,
+        users: np.ndarray,
+        top_k: int = 50,
+        *,
+        is_new: np.ndarray | None = None,
+        exit_gamma: float | None = None,
+    ) -> SpecTrace:
+        """Run drafting/verification/beam search for item histories int64[n, H] (-1 padded,
+        right-aligned; also the exclusion set) of users int[n]. exit_gamma=None: no early
+        exit, so `finalize` works at any gamma."""
+        if top_k < 1:
+            raise ConfigError(f"top_k must be >= 1, got {top_k}")
+        histories = np.asarray(histories, dtype=np.int64)
+        users = np.asarray(users)
+        lengths = self.lengths(is_new)
+        parts = []
+        with _eval_mode(self.model):
+            for s in range(0, histories.shape[0], self.batch_size):
+                sl = slice(s, s + self.batch_size)
+                parts.append(self._batch(histories[sl], users[sl], top_k, lengths, exit_gamma))
+        P = self.model.vocab.sid_len
+        C = parts[0].n_drafts if parts else min(self.n_drafts, len(self.in_trie))
+
+        def cat(name: str, width: int, fill: float, dtype: torch.dtype) -> torch.Tensor:
+            if not parts:
+                return torch.full((0, width), fill, dtype=dtype)
+            return torch.cat([getattr(p, name) for p in parts])
+
+        return SpecTrace(
+            cat("drafts", P * C, -1, torch.long),
+            cat("verify", P * C, NEG_INF, torch.float),
+            cat("beam_items", top_k, -1, torch.long),
+            cat("beam_scores", top_k, NEG_INF, torch.float),
+            P,
+            C,
+            top_k,
+            exit_gamma,
+        )
+
+    def rank_histories(
+        self,
+        histories: np.ndarray,
+        users: np.ndarray,
+        top_k: int = 50,
+        *,
+        is_new: np.ndarray | None = None,
+        gamma: float | None = None,
+    ) -> SpecOutput:
+        """Speculative top-k (with early exit) for item histories int64[n, H] of users int[n];
+        history items are never returned. Sets `last_stats`."""
+        g = self.gamma if gamma is None else float(gamma)
+        out = finalize(
+            self.trace(histories, users, top_k, is_new=is_new, exit_gamma=g), g, self.order
+        )
+        self.last_stats = spec_stats(out, self.is_new if is_new is None else is_new)
+        return out
+
+    def rank(self, split: Split, requests: Requests, top_k: int = 50) -> np.ndarray:
+        hist = split.histories(requests, self.model.config.max_history)
+        is_new = self.is_new if self.is_new is not None else split.is_new
+        out = self.rank_histories(hist, np.asarray(requests.user), top_k, is_new=is_new)
+        return out.items.numpy()
+
+    def trace_requests(self, split: Split, requests: Requests, top_k: int = 50) -> SpecTrace:
+        """`trace` (no early exit) of evaluation requests."""
+        hist = split.histories(requests, self.model.config.max_history)
+        is_new = self.is_new if self.is_new is not None else split.is_new
+        return self.trace(hist, np.asarray(requests.user), top_k, is_new=is_new)
+
+
+def spec_stats(out: SpecOutput, is_new: np.ndarray | None) -> dict[str, float]:
+    """Mean accepted drafts per request, mean rounds run, share of requests that needed the
+    full beam search, and (with is_new) the share of new items among the top-K slots."""
+    stats = {
+        "accepted_mean": float(out.n_accepted.float().mean()) if len(out.n_accepted) else 0.0,
+        "exit_round_mean": float(out.exit_round.float().mean()) if len(out.exit_round) else 0.0,
+    }
+    if is_new is not None and out.items.numel():
+        new = torch.from_numpy(np.asarray(is_new, dtype=bool))
+        ok = out.items >= 0
+        stats["new_share"] = float((new[out.items.clamp(min=0)] & ok).sum() / ok.sum().clamp(min=1))
+    return stats
+
+
+# --------------------------------------------------------------------------- tuning
+class _Fixed:
+    """A Ranker returning precomputed rankings of exactly the requests it was made for."""
+
+    def __init__(self, ranker: SpecRanker, requests: Requests, items: np.ndarray) -> None:
+        self.name, self.catalog, self.history_len = ranker.name, ranker.catalog, ranker.history_len
+        self._requests, self._items = requests, items
+
+    def rank(self, split: Split, requests: Requests, top_k: int = 50) -> np.ndarray:
+        same = (
+            len(requests) == len(self._requests)
+            and np.array_equal(requests.user, self._requests.user)
+            and np.array_equal(requests.pos, self._requests.pos)
+        )
+        if not same:
+            raise ConfigError("precomputed rankings asked for other requests")
+        return self._items[:, :top_k]
+
+
+def metric_value(result: EvalResult, metric: str) -> float:
+    """`[subset:]R@K` or `[subset:]N@K` of an EvalResult (subset overall | warm | cold)."""
+    subset, _, name = metric.rpartition(":")
+    sub = getattr(result.metrics, subset or "overall")
+    kind, _, k = name.partition("@")
+    table = {"R": sub.recall, "N": sub.ndcg}.get(kind.upper())
+    if table is None or int(k) not in table:
+        raise ConfigError(f"unknown metric {metric!r} (use e.g. 'R@20', 'N@10', 'cold:R@20')")
+    return float(table[int(k)])
+
+
+@dataclass
+class GammaTuning:
+    """best_gamma (highest metric, ties -> the first in grid order); results: one
+    (gamma, EvalResult) per grid point on the tuning part."""
+
+    best_gamma: float
+    metric: str
+    results: list[tuple[float, EvalResult]] = field(default_factory=list)
+
+    def table(self) -> list[dict[str, Any]]:
+        """[{gamma, metric value, accepted_mean, new_share}] for logs."""
+        return [
+            {"gamma": g, self.metric: metric_value(r, self.metric), **r.extra}
+            for g, r in self.results
+        ]
+
+
+def tune_gamma(
+    ranker: SpecRanker,
+    split: Split,
+    part: Part = "valid",
+    grid: Sequence[float] = DEFAULT_GRID,
+    *,
+    metric: str = "R@20",
+    max_requests: int | None = 1000,
+    seed: int = 0,
+    top_k: int = 50,
+    apply: bool = True,
+) -> GammaTuning:
+    """Pick gamma on `part` (validation) by `metric`: one `trace` of a seeded request sample,
+    then `finalize` + `evaluate_ranker` per grid value (no model calls per gamma). With
+    `apply`, sets `ranker.gamma` to the best value."""
+    if part == "test":
+        raise ConfigError("tune gamma on validation, not on the test split")
+    if not grid:
+        raise ConfigError("empty gamma grid")
+    requests, _ = sample_requests(getattr(split, part), max_requests, seed)
+    is_new = ranker.is_new if ranker.is_new is not None else split.is_new
+    trace = ranker.trace_requests(split, requests, top_k)
+    results = []
+    for g in grid:
+        out = finalize(trace, float(g), ranker.order)
+        fixed = _Fixed(ranker, requests, out.items.numpy())
+        res = evaluate_ranker(
+            fixed,
+            split,
+            part,
+            top_k=top_k,
+            max_requests=max_requests,
+            seed=seed,
+            extra={"gamma": float(g), **spec_stats(out, is_new)},
+        )
+        results.append((float(g), res))
+    values = [metric_value(r, metric) for _, r in results]
+    best = float(results[int(np.argmax(values))][0])
+    if apply:
+        ranker.gamma = best
+    return GammaTuning(best, metric, results)

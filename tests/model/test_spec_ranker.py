@@ -1,0 +1,166 @@
+"""SpecRanker: the gamma extremes (drafter order / plain beam search), finalize == early-exit
+run, history exclusion, gamma tuning and benchmark rows on real MovieLens data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from model_helpers import ARCHS, N_ITEMS, VOCAB, random_histories, tiny_config
+
+from freshrec.evaluate.protocol import evaluate_ranker, history_pairs
+from freshrec.model.base import build_model
+from freshrec.model.batches import history_tokens
+from freshrec.model.beam_search import beam_search
+from freshrec.model.spec import (
+    SpecRanker,
+    TextDrafter,
+    finalize,
+    spec_benchmark_rows,
+    tune_gamma,
+)
+from freshrec.semid.table import SidTable
+
+K = 10
+INF = float("inf")
+
+
+@pytest.fixture(scope="module")
+def synth(catalog: np.ndarray) -> dict:
+    """Catalog as a SidTable, 10 new items, random text embeddings, 7 histories."""
+    is_new = np.zeros(N_ITEMS, dtype=bool)
+    is_new[-10:] = True
+    emb = np.random.default_rng(0).normal(size=(N_ITEMS, 8)).astype(np.float32)
+    hist = random_histories(7, 5, seed=4)
+    return {
+        "table": SidTable(catalog, VOCAB.max_collision),
+        "is_new": is_new,
+        "drafter": TextDrafter(emb, n_last=3),
+        "hist": hist,
+        "users": np.arange(7),
+    }
+
+
+def _ranker(model, s: dict, **kw) -> SpecRanker:
+    kw = {"n_drafts": 12, "beam_size": 5, "batch_size": 3, "is_new": s["is_new"], **kw}
+    return SpecRanker(model, s["drafter"], s["table"], **kw)
+
+
+def _drafter_topk(s: dict, k: int) -> torch.Tensor:
+    d = s["drafter"].score(torch.from_numpy(s["hist"]), None)
+    rows, cols = np.nonzero(s["hist"] >= 0)
+    d[rows, s["hist"][rows, cols]] = -INF
+    return torch.topk(d, k).indices
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_gamma_minus_inf_accepts_every_draft(arch, synth, trained):
+    ranker = _ranker(trained[arch], synth, gamma=-INF, order="accept")
+    out = ranker.rank_histories(synth["hist"], synth["users"], K)
+    assert torch.equal(out.items, _drafter_topk(synth, K))  # the drafter's top-K, its order
+    assert (out.n_accepted == K).all()
+    assert (out.exit_round == 1).all()  # no beam search needed
+    # order "score": the same K items, sorted by verification score
+    ranker.order = "score"
+    out2 = ranker.rank_histories(synth["hist"], synth["users"], K)
+    assert torch.equal(out2.items.sort(1).values, out.items.sort(1).values)
+    assert (out2.scores[:, :-1] >= out2.scores[:, 1:]).all()
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+@pytest.mark.parametrize("order", ["score", "accept"])
+def test_gamma_plus_inf_is_plain_beam_search(arch, order, synth, sid_tokens, trie, trained):
+    model = trained[arch]
+    out = _ranker(model, synth, gamma=INF, order=order).rank_histories(
+        synth["hist"], synth["users"], K
+    )
+    hist = synth["hist"]
+    ref = beam_search(model, history_tokens(hist, sid_tokens), trie, 5, K, torch.from_numpy(hist))
+    assert torch.equal(out.items, ref.items)
+    assert (out.n_accepted == 0).all()
+    torch.testing.assert_close(out.scores, ref.scores / VOCAB.sid_len)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_finalize_of_trace_equals_early_exit_run(arch, synth, trained):
+    ranker = _ranker(trained[arch], synth)
+    trace = ranker.trace(synth["hist"], synth["users"], K)
+    for gamma in (-3.0, -2.0, -1.5, -1.0):
+        run = ranker.rank_histories(synth["hist"], synth["users"], K, gamma=gamma)
+        fin = finalize(trace, gamma, ranker.order)
+        assert torch.equal(run.items, fin.items)
+        assert torch.equal(run.n_accepted, fin.n_accepted)
+        assert torch.equal(run.exit_round, fin.exit_round)
+        hist = synth["hist"]
+        for row in range(len(hist)):  # never a history item, never a duplicate
+            got = [i for i in run.items[row].tolist() if i >= 0]
+            assert len(got) == len(set(got))
+            assert len(got) >= int(run.n_accepted[row])
+            assert not set(got) & set(hist[row][hist[row] >= 0].tolist())
+
+
+@pytest.fixture(scope="module")
+def real(ml_split, ml_emb, ml_sids) -> dict:
+    """A fresh tiny tiger model over the real SID vocabulary, and the spec ranker on it."""
+    tok, table = ml_sids
+    torch.manual_seed(0)
+    model = build_model(tiny_config("tiger", max_history=5), tok.vocab).eval()
+    ranker = SpecRanker(model, TextDrafter(ml_emb), table, n_drafts=20, beam_size=5, batch_size=16)
+    return {"model": model, "table": table, "ranker": ranker}
+
+
+def test_real_data_protocol_no_history_items(real, ml_split):
+    ranker = real["ranker"]
+    reqs = ml_split.valid.subset(np.arange(48))
+    trace = ranker.trace_requests(ml_split, reqs, top_k=20)
+    ranker.gamma = float(trace.verify[trace.drafts >= 0].median())  # accept about half
+    res = evaluate_ranker(ranker, ml_split, "valid", top_k=20, max_requests=48, seed=1)
+    assert res.catalog == "full"
+    assert res.n_requests == 48
+    assert 0 < ranker.last_stats["accepted_mean"] < 20
+    # evaluate_ranker already raised on history items; check the full ranking once more
+    items = ranker.rank(ml_split, reqs, top_k=20)
+    rows, hist = history_pairs(ml_split, reqs, ranker.history_len)
+    assert not np.isin(
+        rows * 10**6 + hist, np.nonzero(items >= 0)[0] * 10**6 + items[items >= 0]
+    ).any()
+
+
+def test_tune_gamma_uses_validation(real, ml_split):
+    ranker = real["ranker"]
+    grid = (-INF, -4.5, -4.0, INF)
+    tuning = tune_gamma(ranker, ml_split, "valid", grid, max_requests=32, metric="N@10")
+    assert tuning.best_gamma in grid
+    assert ranker.gamma == tuning.best_gamma
+    assert [g for g, _ in tuning.results] == list(grid)
+    assert all(r.part == "valid" and r.n_requests == 32 for _, r in tuning.results)
+    accepted = [r.extra["accepted_mean"] for _, r in tuning.results]
+    assert accepted[0] == 50  # -inf accepts every draft
+    assert accepted[-1] == 0  # +inf none
+    with pytest.raises(Exception, match="validation"):
+        tune_gamma(ranker, ml_split, "test", grid)
+
+
+def test_benchmark_rows(real, ml_split, ml_emb):
+    rows = spec_benchmark_rows(
+        real["model"],
+        ml_split,
+        real["table"],
+        ml_emb,
+        edited=real["model"],  # stands in for an edited model
+        methods=("text", "hybrid"),
+        valid_requests=24,
+        test_requests=24,
+        grid=(-INF, -4.0, INF),
+        n_drafts=20,
+        beam_size=5,
+    )
+    assert [r.method for r in rows] == [
+        "SpecGR (text drafter)",
+        "SpecGR + edited verifier (text drafter)",
+    ]
+    for r in rows:
+        assert r.part == "test"
+        assert r.n_requests == 24
+        assert r.extra["gamma"] in (-INF, -4.0, INF)
+        assert r.extra["verifier"] in ("base", "edited")
