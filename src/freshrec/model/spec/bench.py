@@ -167,23 +167,28 @@ def recommend_spec(
     """Top-k (item id, title, mean SID log-prob, is_new) for a user from their whole sequence,
     by speculative recommendation over the full catalog (`freshrec recommend --mode spec`).
 
-    drafter "text" uses the workspace's item embeddings; "self" loads heads saved with
-    `SelfDrafter.save` from `self_drafter_dir`. `edit_packs`: edit pack folders applied (in
-    order) to the checkpoint with an `EditStack`, making the verifier the edited model.
+    checkpoint: a checkpoint folder or a training run folder (its `best/`). drafter "text"
+    uses the workspace's item embeddings; "self" loads heads saved with `SelfDrafter.save`
+    from `self_drafter_dir`. `edit_packs`: pack folders or pack ids under `<work>/edits/`,
+    applied in order with an `EditStack` (the verifier is then the edited model).
     """
     from freshrec import pipeline
+    from freshrec.edit.cli import resolve_checkpoint, resolve_pack
     from freshrec.model.checkpoint import load_checkpoint
 
+    if top_k < 1:
+        raise ConfigError(f"top_k must be >= 1, got {top_k}")
+    folder = resolve_checkpoint(checkpoint)
     split = pipeline.load_prepared(recipe)
     tokenizer, table = pipeline.load_tokenized(recipe)
-    model = load_checkpoint(checkpoint, expect_fingerprint=tokenizer.fingerprint)
+    model = load_checkpoint(folder, expect_fingerprint=tokenizer.fingerprint)
     stack = None
     if edit_packs:
         from freshrec.edit.store import EditPack, EditStack
 
-        stack = EditStack(model, checkpoint)
-        for folder in edit_packs:
-            stack.push(EditPack.load(folder))
+        stack = EditStack(model, folder)
+        for pack in edit_packs:
+            stack.push(EditPack.load(resolve_pack(recipe, pack)))
     users = {u: i for i, u in enumerate(split.dataset.user_ids)}
     if user_id not in users:
         raise UnknownItemError(f"unknown user id {user_id!r} (dataset has {len(users)} users)")

@@ -1,0 +1,76 @@
+"""`recommend_spec` (the CLI's `recommend --mode spec`) on a workspace made of the shared real
+fixtures and a tiny checkpoint."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from model_helpers import tiny_config
+
+from freshrec import pipeline
+from freshrec.config import load_recipe
+from freshrec.data.store import save_split
+from freshrec.embed import cache_path
+from freshrec.errors import ConfigError, UnknownItemError
+from freshrec.model.base import build_model
+from freshrec.model.checkpoint import save_checkpoint
+from freshrec.model.spec import recommend_spec, train_self_drafter
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, ml_split, ml_sids, ml_emb):
+    tok, table = ml_sids
+    work = tmp_path_factory.mktemp("specwork")
+    recipe = load_recipe("cpu", [f"work_dir={work}", "eval.beam_size=10"])
+    ws = pipeline.workspace(recipe)
+    save_split(ml_split, ws.prepared)
+    tok.save(ws.tokenizer, table)
+    texts = ml_split.dataset.items.texts
+    dst = cache_path(ws.embeddings, texts)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy(cache_path(REPO / ".freshrec" / "test-cache", texts), dst)
+    torch.manual_seed(0)
+    model = build_model(tiny_config("tiger", max_history=5), tok.vocab).eval()
+    ckpt = save_checkpoint(model, work / "run" / "best", tok.fingerprint)
+    drafter = train_self_drafter(model, ml_split, table, steps=2, batch_size=32)
+    heads = drafter.save(work / "heads")
+    return {"recipe": recipe, "run": work / "run", "ckpt": ckpt, "heads": heads}
+
+
+@pytest.mark.parametrize("drafter", ["text", "self"])
+def test_recommend_spec_rows(workspace, ml_split, drafter):
+    user = ml_split.dataset.user_ids[0]
+    rows = recommend_spec(
+        workspace["recipe"],
+        workspace["run"],  # a run folder resolves to its best/ checkpoint
+        user,
+        top_k=8,
+        drafter=drafter,
+        gamma=-4.0,
+        n_drafts=10,
+        self_drafter_dir=workspace["heads"],
+    )
+    assert 0 < len(rows) <= 8
+    ids = ml_split.dataset.items.index_of()
+    seq = set(ml_split.sequence(0)[-5:].tolist())
+    for item_id, title, score, new in rows:
+        i = ids[item_id]
+        assert i not in seq  # the history window is excluded
+        assert title == ml_split.dataset.items.titles[i]
+        assert np.isfinite(score)
+        assert new == bool(ml_split.is_new[i])
+    scores = [r[2] for r in rows]
+    assert scores == sorted(scores, reverse=True)
+
+
+def test_recommend_spec_errors(workspace):
+    with pytest.raises(UnknownItemError):
+        recommend_spec(workspace["recipe"], workspace["ckpt"], "no-such-user")
+    with pytest.raises(ConfigError, match="self_drafter_dir"):
+        recommend_spec(workspace["recipe"], workspace["ckpt"], "1", drafter="self")
