@@ -15,7 +15,7 @@ import time
 import numpy as np
 import torch
 
-from common import EPOCHS, RESULTS, command, recipe, setup, trained
+from common import RECIPES, RESULTS, command, recipe, setup, trained
 from freshrec import pipeline
 from freshrec.atomic import write_json, write_text
 from freshrec.evaluate.baselines import (
@@ -146,7 +146,7 @@ def main() -> None:
         seeds=seeds,
         command=command(),
         test_requests=f"{args.requests} sampled with seed 0",
-        epochs=EPOCHS,
+        recipes=RECIPES,
     )
     write_json(
         RESULTS / "gr.json",
@@ -168,7 +168,7 @@ def main() -> None:
         f"Command: `{meta['command']}`  ",
         f"Commit: {meta['git_commit']}; date {meta['date']}; machine {meta['machine']}  ",
         f"Dataset: ml-latest-small, time split 80/10/10; {args.requests} test requests sampled "
-        f"with seed 0; training seeds {seeds} (median, range in brackets); epochs {EPOCHS}.",
+        f"with seed 0; training seeds {seeds} (median, range in brackets); recipes {RECIPES}.",
         "",
         "## Quality (test, history = last 20, history items excluded, full-SID hits)",
         "",

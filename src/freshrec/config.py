@@ -21,7 +21,7 @@ from freshrec.model.config import ModelConfig
 from freshrec.semid.config import SemIdConfig
 from freshrec.train.config import TrainConfig
 
-BUILTIN = ("cpu", "tiger-paper")
+BUILTIN = ("cpu", "tiger-cpu", "tiger-paper")
 
 
 class DataConfig(BaseModel):
