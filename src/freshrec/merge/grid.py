@@ -518,8 +518,14 @@ def _window_info(split: Split, start: int, end: int, users: np.ndarray) -> dict[
 
 
 def _spec(recipe: Recipe, cfg: GridConfig, domains: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+    """What the checkpoints depend on (for resuming): the recipe without `eval`, `work_dir` and
+    the train fields the grid replaces, the grid options and the resolved domains."""
     rec = recipe.to_dict()
-    rec.pop("work_dir", None)
+    for key in ("eval", "work_dir"):
+        rec.pop(key, None)
+    rec["train"].pop("epochs", None)
+    if cfg.valid_requests is not None:
+        rec["train"].pop("valid_requests", None)
     return {"recipe": rec, "grid": cfg.model_dump(mode="json"), "domains": dict(domains)}
 
 
