@@ -16,7 +16,7 @@ from freshrec.edit.covariance import file_sha256, key_covariances, split_hash
 from freshrec.edit.editor import GenRecEditor
 from freshrec.edit.locate import Localisation, fixed_localisation, probe_localisation
 from freshrec.edit.pseudo import PseudoRequests, pseudo_requests
-from freshrec.edit.solve import alphaedit_solve, memit_solve, null_space_projector
+from freshrec.edit.solve import alphaedit_solve, memit_solve, null_space_basis
 from freshrec.edit.store import EditPack, EditStack, checkpoint_identity
 from freshrec.edit.trigger import EditHooks, active_hooks, suspend_edits
 
@@ -35,7 +35,7 @@ __all__ = [
     "fixed_localisation",
     "key_covariances",
     "memit_solve",
-    "null_space_projector",
+    "null_space_basis",
     "probe_localisation",
     "pseudo_requests",
     "split_hash",

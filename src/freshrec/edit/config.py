@@ -50,7 +50,7 @@ class EditConfig(BaseModel):
     lam: float = Field(3000.0, ge=0, description="weight of C_p (a mean) against K K^T (a sum)")
     ridge: float = Field(1e-6, ge=0, description="eps * mean(diag) * I added to the system")
     null_threshold: float = Field(
-        1e-2, gt=0, lt=1, description="AlphaEdit: eigenvalues < threshold * max are null"
+        1e-2, gt=0, lt=1, description="AlphaEdit: eigen-directions below threshold * top are null"
     )
     alpha: float = Field(1.0, gt=0, description="AlphaEdit: ridge alpha of the projected solve")
     # --- application (trigger.py)

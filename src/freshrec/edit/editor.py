@@ -40,7 +40,7 @@ from freshrec.edit.pseudo import PseudoRequests, pseudo_requests
 from freshrec.edit.solve import (
     alphaedit_solve,
     memit_solve,
-    null_space_projector,
+    null_space_basis,
     preserved_change,
 )
 from freshrec.edit.store import EditPack, checkpoint_identity, hooks_for
@@ -324,8 +324,9 @@ class GenRecEditor:
                         else:
                             prev = [pk.grams[site] for pk in previous if site in pk.grams]
                             G = torch.stack(prev).sum(0) if prev else None
-                            Pn, null_dim = null_space_projector(covs[site], G, cfg.null_threshold)
-                            dw = alphaedit_solve(K, R, Pn, cfg.alpha)
+                            U = null_space_basis(covs[site], G, cfg.null_threshold)
+                            null_dim = int(U.shape[1])
+                            dw = alphaedit_solve(K, R, U, cfg.alpha)
                         timings["solve"] += time.perf_counter() - t0
                         deltas[site] = dw.float()
                         grams[site] = K @ K.T
@@ -391,7 +392,9 @@ class GenRecEditor:
                 "n_items": int(items.size),
                 "n_requests": n,
                 "items_without_context": pseudo.no_context.tolist(),
-                "mean_neighbor_sim": float(np.nanmean(pseudo.sim)) if n else None,
+                "mean_neighbor_sim": (
+                    float(np.nanmean(pseudo.sim)) if np.isfinite(pseudo.sim).any() else None
+                ),
                 "positions": per_pos,
                 "failures": {
                     "n_requests": int(failed_any.sum()),

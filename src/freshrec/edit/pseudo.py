@@ -120,7 +120,7 @@ def nearest_warm(
     """Top-k cosine neighbours among `candidates` int64[c] of each new item int64[m].
 
     Returns (neighbors int64[m, k] item indices, sims float32[m, k]), best first."""
-    e = torch.from_numpy(np.ascontiguousarray(emb, dtype=np.float32))
+    e = torch.tensor(np.asarray(emb), dtype=torch.float32)  # a copy: emb may be read-only
     e = e / e.norm(dim=1, keepdim=True).clamp_min(1e-12)
     cand = e[torch.from_numpy(candidates)]
     k = min(k, len(candidates))

@@ -13,20 +13,24 @@ Scaling: K K^T is a **sum** over the n edit keys and C a **mean** over preserved
 and C are rank-deficient (dead FFN units); it is relative so that it does not depend on the
 keys' scale. Solved with `torch.linalg.solve` on the symmetric system, no explicit inverse.
 
-AlphaEdit (`null_space_projector` + `alphaedit_solve`): restrict DeltaW to the (approximate)
+AlphaEdit (`null_space_basis` + `alphaedit_solve`): restrict DeltaW to the (approximate)
 null space of the preserved keys. With M = C / lmax(C) + G / lmax(G), G = sum of K_prev K_prev^T
-of earlier packs' keys at this site (both normalised so neither dominates by scale), P projects
-onto the eigenvectors of M with eigenvalue < `threshold * lmax(M)`, and
+of earlier packs' keys at this site (each scaled to top eigenvalue 1, so neither dominates by
+scale and the threshold is relative), P projects onto the eigenvectors of M with eigenvalue
+< `threshold` (adding G can only shrink that null space), and
 
-    DeltaW = R K^T P (P K K^T P + a I)^-1,   a = alpha * mean(diag(P K K^T P)),
+    DeltaW = R K^T P (P K K^T P + a I)^-1,   a = alpha * mean(diag(U^T K K^T U)),
 
 the minimiser of ||DeltaW K - R||^2 + a ||DeltaW||^2 over DeltaW = DeltaW P (equal to the
-AlphaEdit form R K^T P (K K^T P + a I)^-1, solved here as a symmetric system). Since
+AlphaEdit form R K^T P (K K^T P + a I)^-1). It is solved in the null-space basis U (P = U U^T):
+Z = U^T K, DeltaW = R Z^T (Z Z^T + a I)^-1 U^T -- a smaller symmetric system whose result lies
+in range(P) exactly, where the d-dimensional form leaks round-off through (I - P) / a. Since
 DeltaW = DeltaW P, every key k moves the output by ||DeltaW k|| = ||DeltaW P k|| <=
 ||DeltaW||_2 ||P k||, and over preserved keys E||DeltaW k||^2 <= ||DeltaW||_2^2 tr(P C) with
-tr(P C) <= lmax(C) tr(P M) < lmax(C) * d_null * threshold * lmax(M)   (C / lmax(C) <= M): they
-move at most by the little energy they have in the discarded directions (exactly 0 when the
-preserved keys span a subspace, e.g. fewer keys than dimensions).
+tr(P C) <= lmax(C) tr(P M) < lmax(C) * d_null * threshold   (C / lmax(C) <= M): they move at most
+by the little energy they have in the discarded directions (exactly 0 when the preserved keys
+span a subspace, e.g. fewer keys than dimensions). Likewise every row w of DeltaW has
+w^T G w < threshold * lmax(G) ||w||^2 for the earlier packs' keys.
 """
 
 from __future__ import annotations
@@ -62,34 +66,35 @@ def memit_solve(
     return torch.linalg.solve(A, B.T).T
 
 
-def null_space_projector(
+def null_space_basis(
     C: torch.Tensor, prev_gram: torch.Tensor | None = None, threshold: float = 1e-2
-) -> tuple[torch.Tensor, int]:
-    """(P float64[d, d], null dimension): projector onto the eigenvectors of
-    C / lmax(C) (+ G / lmax(G)) with eigenvalue < threshold * lmax."""
+) -> torch.Tensor:
+    """U float64[d, d_null]: orthonormal eigenvectors of M = C / lmax(C) (+ G / lmax(G)) with
+    eigenvalue < threshold; P = U U^T is the null-space projector."""
     C = C.double()
     M = C / torch.linalg.eigvalsh(_sym(C)).max().clamp_min(1e-300)
     if prev_gram is not None and prev_gram.abs().sum() > 0:
         G = prev_gram.to(M.device, torch.float64)
         M = M + G / torch.linalg.eigvalsh(_sym(G)).max().clamp_min(1e-300)
     evals, evecs = torch.linalg.eigh(_sym(M))
-    null = evals < threshold * evals.max()
-    U = evecs[:, null]
-    return U @ U.T, int(null.sum())
+    return evecs[:, evals < threshold]
 
 
 def alphaedit_solve(
-    K: torch.Tensor, R: torch.Tensor, P: torch.Tensor, alpha: float = 1.0
+    K: torch.Tensor, R: torch.Tensor, U: torch.Tensor, alpha: float = 1.0
 ) -> torch.Tensor:
-    """DeltaW float64[d_out, d_in] = R K^T P (P K K^T P + a I)^-1 (see module doc)."""
+    """DeltaW float64[d_out, d_in] = R K^T P (P K K^T P + a I)^-1 with P = U U^T (module doc),
+    computed in the null-space basis: Z = U^T K, DeltaW = R Z^T (Z Z^T + a I)^-1 U^T, so
+    DeltaW = DeltaW P holds to machine precision."""
     K, R = _check(K, R)
-    P = P.to(K.device, torch.float64)
-    PK = P @ K
-    A = _sym(PK @ PK.T)
+    U = U.to(K.device, torch.float64)
+    if U.shape[1] == 0:
+        return torch.zeros(R.shape[0], K.shape[0], dtype=torch.float64, device=K.device)
+    Z = U.T @ K  # [d_null, n]
+    A = _sym(Z @ Z.T)
     scale = A.diagonal().mean().clamp_min(1e-30)
     A = A + alpha * scale * torch.eye(A.shape[0], dtype=A.dtype, device=A.device)
-    B = R @ PK.T
-    return torch.linalg.solve(A, B.T).T
+    return torch.linalg.solve(A, (R @ Z.T).T).T @ U.T
 
 
 def preserved_change(delta_w: torch.Tensor, W: torch.Tensor, C: torch.Tensor) -> float:
