@@ -8,6 +8,7 @@ import pytest
 import torch
 from model_helpers import ARCHS, N_ITEMS, VOCAB, random_histories, tiny_config
 
+from freshrec.errors import ConfigError
 from freshrec.evaluate.protocol import evaluate_ranker, history_pairs
 from freshrec.model.base import build_model
 from freshrec.model.batches import history_tokens
@@ -91,6 +92,12 @@ def test_finalize_of_trace_equals_early_exit_run(arch, synth, trained):
         assert torch.equal(run.items, fin.items)
         assert torch.equal(run.n_accepted, fin.n_accepted)
         assert torch.equal(run.exit_round, fin.exit_round)
+        # a full trace re-scores with other score lengths without running the model again
+        ranker.lengths_mode = "in_sample"
+        run2 = ranker.rank_histories(synth["hist"], synth["users"], K, gamma=gamma)
+        ranker.lengths_mode = "codes"
+        lengths = ranker.lengths(synth["is_new"], "in_sample")
+        assert torch.equal(run2.items, finalize(trace, gamma, ranker.order, lengths).items)
         hist = synth["hist"]
         for row in range(len(hist)):  # never a history item, never a duplicate
             got = [i for i in run.items[row].tolist() if i >= 0]
@@ -137,7 +144,14 @@ def test_tune_gamma_uses_validation(real, ml_split):
     accepted = [r.extra["accepted_mean"] for _, r in tuning.results]
     assert accepted[0] == 50  # -inf accepts every draft
     assert accepted[-1] == 0  # +inf none
-    with pytest.raises(Exception, match="validation"):
+    # both final orders from the same trace; the best one is applied to the ranker
+    tuning = tune_gamma(
+        ranker, ml_split, "valid", grid, max_requests=32, orders=("score", "accept")
+    )
+    assert [r.extra["order"] for _, r in tuning.results] == ["score"] * 4 + ["accept"] * 4
+    assert ranker.order == tuning.best_order
+    assert tuning.best().extra == {**tuning.best().extra, "gamma": tuning.best_gamma}
+    with pytest.raises(ConfigError, match="validation"):
         tune_gamma(ranker, ml_split, "test", grid)
 
 

@@ -16,8 +16,16 @@ from freshrec.errors import ConfigError, UnknownItemError
 from freshrec.evaluate.protocol import EvalResult, Part, evaluate_ranker
 from freshrec.model.base import GenerativeRecommender
 from freshrec.model.spec.drafters import Drafter, TextDrafter
-from freshrec.model.spec.ranker import DEFAULT_GAMMA, DEFAULT_GRID, SpecRanker, tune_gamma
+from freshrec.model.spec.ranker import (
+    DEFAULT_GAMMA,
+    DEFAULT_GRID,
+    Order,
+    SpecRanker,
+    metric_value,
+    tune_gamma,
+)
 from freshrec.model.spec.selfdraft import SelfDrafter, train_self_drafter
+from freshrec.model.spec.verify import LengthMode
 from freshrec.semid.table import SidTable
 
 if TYPE_CHECKING:
@@ -64,24 +72,27 @@ def spec_benchmark_rows(
     batch_size: int = 64,
     self_drafter: SelfDrafter | None = None,
     self_draft_steps: int = 300,
+    orders: Sequence[Order] = ("score", "accept"),
+    length_modes: Sequence[LengthMode] = ("codes", "in_sample"),
     log: list[dict[str, Any]] | None = None,
 ) -> list[EvalResult]:
-    """EvalRows of speculative recommendation under the evaluation protocol, gamma tuned on
-    validation.
+    """EvalResults of speculative recommendation under the evaluation protocol, gamma tuned
+    on validation.
 
-    For each method: gamma is picked on a seeded sample of `valid_requests` validation
-    requests by `metric` (`tune_gamma`), then the ranker runs once on `part` (a seeded sample
-    of `test_requests`, the same sample `evaluate_ranker(max_requests=test_requests,
-    seed=seed)` draws for the other rows). Methods:
+    For each method: gamma, the final order (`orders`) and the new items' score lengths
+    (`length_modes`) are picked on a seeded sample of `valid_requests` validation requests by
+    `metric` (`tune_gamma`); then the ranker runs once
+    on `part`, a seeded sample of `test_requests` (the sample `evaluate_ranker(...,
+    max_requests=test_requests, seed=seed)` draws for the other rows of a table). Methods:
     - "text": SpecGR with the `TextDrafter` (item text embeddings `emb`), base model verifier;
     - "self": SpecGR++ with a `SelfDrafter` (given, or trained with `train_self_drafter` for
       `self_draft_steps` steps, heads only), base model verifier;
     - "hybrid": text drafter verified by the edited model (`edited`: an EditStack -- its model
       with the packs applied -- or an edited model); skipped when `edited` is None.
     If `edited` is an EditStack on `model` itself, its edits are suspended for the base rows.
-    Returns EvalResults named by `LABELS`, `extra` holding gamma, the validation value, the
-    tuning table's best row stats, drafter/verifier settings and seconds spent tuning.
-    `log` (if given) receives each method's tuning table.
+    Results are named by `LABELS`; `extra` holds gamma, order, lengths, the validation
+    value, drafter / verifier settings, tuning seconds and the test run's acceptance
+    statistics (`spec_stats`). `log` (if given) receives each method's tuning table.
     """
     rows: list[EvalResult] = []
     unknown = set(methods) - set(LABELS)
@@ -120,20 +131,30 @@ def spec_benchmark_rows(
                 name=LABELS[method],
             )
             tuning = tune_gamma(
-                ranker, split, "valid", grid, metric=metric, max_requests=valid_requests, seed=seed
+                ranker,
+                split,
+                "valid",
+                grid,
+                metric=metric,
+                max_requests=valid_requests,
+                seed=seed,
+                orders=orders,
+                length_modes=length_modes,
             )
             tune_s = time.perf_counter() - t0
             if log is not None:
                 log.append({"method": method, "tuning": tuning.table()})
-            best = next(r for g, r in tuning.results if g == tuning.best_gamma)
+            best = tuning.best()
             res = evaluate_ranker(
                 ranker, split, part, top_k=top_k, max_requests=test_requests, seed=seed
             )
         res.extra = {
             **extra,
             "gamma": tuning.best_gamma,
+            "order": tuning.best_order,
+            "lengths": tuning.best_lengths,
             "tuned_on": f"valid ({best.n_requests} requests, {metric})",
-            "valid_value": float(_metric(best, metric)),
+            "valid_value": metric_value(best, metric),
             "drafter": drafter.name,
             "verifier": "edited" if method == "hybrid" else "base",
             "n_drafts": n_drafts,
@@ -143,12 +164,6 @@ def spec_benchmark_rows(
         }
         rows.append(res)
     return rows
-
-
-def _metric(result: EvalResult, metric: str) -> float:
-    from freshrec.model.spec.ranker import metric_value
-
-    return metric_value(result, metric)
 
 
 def recommend_spec(

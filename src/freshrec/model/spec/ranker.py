@@ -50,9 +50,10 @@ from freshrec.model.spec.verify import (
     LengthMode,
     VerifyMethod,
     item_prefix_nodes,
+    mean_log_probs,
     prefix_mask,
     score_lengths,
-    verify_scores,
+    verify_token_log_probs,
 )
 from freshrec.semid.table import SidTable
 from freshrec.semid.trie import SidTrie
@@ -78,6 +79,8 @@ class SpecTrace:
 
     drafts Long[n, M]: drafted items, round-major and in drafter order within a round (-1 =
     not drafted); verify float[n, M]: their verification scores (-inf where not drafted);
+    token_lp float[n, M, P]: the per-token log-probs behind them (0 where not drafted), so a
+    full trace can be re-scored with other score lengths;
     beam_items Long[n, K] / beam_scores float[n, K]: beam search results with mean per-token
     log-prob (-1 / -inf where the request exited before the beam search finished).
     exit_gamma: the gamma early exit used (None: every round ran, any gamma can finalize).
@@ -85,6 +88,7 @@ class SpecTrace:
 
     drafts: torch.Tensor
     verify: torch.Tensor
+    token_lp: torch.Tensor
     beam_items: torch.Tensor
     beam_scores: torch.Tensor
     rounds: int
@@ -104,18 +108,24 @@ class SpecOutput:
     exit_round: torch.Tensor
 
 
-def finalize(trace: SpecTrace, gamma: float, order: Order = "score") -> SpecOutput:
+def finalize(
+    trace: SpecTrace, gamma: float, order: Order = "score", lengths: torch.Tensor | None = None
+) -> SpecOutput:
     """Accept drafts with verify >= gamma (first K in acceptance order), fill from the beam
-    results, order the K slots. Vectorised over requests."""
-    if trace.exit_gamma is not None and gamma != trace.exit_gamma:
+    results, order the K slots. Vectorised over requests. lengths: Long[n_items] score
+    lengths to re-score the drafts with (`score_lengths`; default: the trace's scores)."""
+    early = trace.exit_gamma is not None
+    if early and (gamma != trace.exit_gamma or lengths is not None):
         raise ConfigError(
-            f"this trace exited early at gamma {trace.exit_gamma}; it cannot be finalized at "
-            f"{gamma} (run `trace` without exit_gamma)"
+            f"this trace exited early at gamma {trace.exit_gamma}; it can only be finalized "
+            "at that gamma with its own scores (run `trace` without exit_gamma)"
         )
     if order not in ("score", "accept"):
         raise ConfigError(f"order must be 'score' or 'accept', got {order!r}")
     D, V, K = trace.drafts, trace.verify, trace.top_k
     n = D.shape[0]
+    if lengths is not None:
+        V = mean_log_probs(trace.token_lp, torch.where(D >= 0, lengths[D.clamp(min=0)], 0))
     acc = (D >= 0) & (gamma <= V)
     keep = acc & (acc.cumsum(1) <= K)
     items = torch.full((n, K + 1), -1, dtype=torch.long)
@@ -209,17 +219,21 @@ class SpecRanker:
         self.name = name or f"SpecGR ({drafter.name} drafter)"
         self.history_len: int | None = model.config.max_history
         self.last_stats: dict[str, float] = {}
-        self._lengths: dict[bytes, torch.Tensor] = {}
+        self._lengths: dict[tuple[str, bytes], torch.Tensor] = {}
 
     # ------------------------------------------------------------------ helpers
-    def lengths(self, is_new: np.ndarray | None = None) -> torch.Tensor:
-        """Long[n_items] SID tokens the verifier averages per item."""
+    def lengths(
+        self, is_new: np.ndarray | None = None, mode: LengthMode | None = None
+    ) -> torch.Tensor:
+        """Long[n_items] SID tokens the verifier averages per item (`score_lengths` with
+        `mode`, default `self.lengths_mode`)."""
         mask = self.is_new if is_new is None else np.asarray(is_new, dtype=bool)
         if mask is None:
             raise ConfigError("SpecRanker needs is_new (constructor or rank argument)")
-        key = np.packbits(mask).tobytes()
+        mode = mode or self.lengths_mode
+        key = (mode, np.packbits(mask).tobytes())
         if key not in self._lengths:
-            self._lengths[key] = score_lengths(self.sids, mask, self.lengths_mode)
+            self._lengths[key] = score_lengths(self.sids, mask, mode)
         return self._lengths[key]
 
     def _draft_scores(self, hist: torch.Tensor, tok: torch.Tensor) -> torch.Tensor:
@@ -250,6 +264,7 @@ class SpecRanker:
         C = min(self.n_drafts, d.shape[1])
         drafts = torch.full((b, P * C), -1, dtype=torch.long)
         ver = torch.full((b, P * C), NEG_INF)
+        token_lp = torch.zeros((b, P * C, P))
         beam_items = torch.full((b, top_k), -1, dtype=torch.long)
         beam_scores = torch.full((b, top_k), NEG_INF)
         n_acc = torch.zeros(b, dtype=torch.long)
@@ -268,16 +283,18 @@ class SpecRanker:
             d[rows[valid], cand[valid]] = NEG_INF  # never drafted twice
             safe = cand.clamp(min=0)
             lens = torch.where(valid, lengths[safe], 0)
-            v = verify_scores(
+            lp = verify_token_log_probs(
                 model,
                 tok[active],
                 self.sid_tokens[safe],
-                lens,
+                valid,
                 method=self.verify,
                 chunk=self.verify_chunk,
             )
+            v = mean_log_probs(lp, lens)
             drafts[active, r * C : (r + 1) * C] = cand
             ver[active, r * C : (r + 1) * C] = v
+            token_lp[active, r * C : (r + 1) * C] = lp
             still = torch.ones(len(active), dtype=torch.bool)
             if exit_gamma is not None:
                 n_acc[active] += (valid & (v >= exit_gamma)).sum(1)
@@ -298,7 +315,7 @@ class SpecRanker:
             res = stepper.result()
             beam_items[active] = res.items.cpu()
             beam_scores[active] = res.scores.cpu() / P
-        return SpecTrace(drafts, ver, beam_items, beam_scores, P, C, top_k, exit_gamma)
+        return SpecTrace(drafts, ver, token_lp, beam_items, beam_scores, P, C, top_k, exit_gamma)
 
     # ------------------------------------------------------------------ API
     def trace(
@@ -326,16 +343,17 @@ class SpecRanker:
         P = self.model.vocab.sid_len
         C = parts[0].n_drafts if parts else min(self.n_drafts, len(self.in_trie))
 
-        def cat(name: str, width: int, fill: float, dtype: torch.dtype) -> torch.Tensor:
+        def cat(name: str, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
             if not parts:
-                return torch.full((0, width), fill, dtype=dtype)
+                return torch.zeros((0, *shape), dtype=dtype)
             return torch.cat([getattr(p, name) for p in parts])
 
         return SpecTrace(
-            cat("drafts", P * C, -1, torch.long),
-            cat("verify", P * C, NEG_INF, torch.float),
-            cat("beam_items", top_k, -1, torch.long),
-            cat("beam_scores", top_k, NEG_INF, torch.float),
+            cat("drafts", (P * C,), torch.long),
+            cat("verify", (P * C,), torch.float),
+            cat("token_lp", (P * C, P), torch.float),
+            cat("beam_items", (top_k,), torch.long),
+            cat("beam_scores", (top_k,), torch.float),
             P,
             C,
             top_k,
@@ -419,19 +437,32 @@ def metric_value(result: EvalResult, metric: str) -> float:
 
 @dataclass
 class GammaTuning:
-    """best_gamma (highest metric, ties -> the first in grid order); results: one
-    (gamma, EvalResult) per grid point on the tuning part."""
+    """best_gamma / best_order / best_lengths (highest metric; ties -> the first in (lengths,
+    order, grid) order); results: one (gamma, EvalResult) per (lengths mode, order, grid
+    point) on the tuning part, mode and order in each result's `extra`."""
 
     best_gamma: float
+    best_order: Order
+    best_lengths: LengthMode
     metric: str
     results: list[tuple[float, EvalResult]] = field(default_factory=list)
 
     def table(self) -> list[dict[str, Any]]:
-        """[{gamma, metric value, accepted_mean, new_share}] for logs."""
+        """[{gamma, order, metric value, accepted_mean, exit_round_mean, new_share}]."""
         return [
             {"gamma": g, self.metric: metric_value(r, self.metric), **r.extra}
             for g, r in self.results
         ]
+
+    def best(self) -> EvalResult:
+        """The EvalResult of the chosen (gamma, order)."""
+        return next(
+            r
+            for g, r in self.results
+            if g == self.best_gamma
+            and r.extra["order"] == self.best_order
+            and r.extra["lengths"] == self.best_lengths
+        )
 
 
 def tune_gamma(
@@ -444,34 +475,46 @@ def tune_gamma(
     max_requests: int | None = 1000,
     seed: int = 0,
     top_k: int = 50,
+    orders: Sequence[Order] | None = None,
+    length_modes: Sequence[LengthMode] | None = None,
     apply: bool = True,
 ) -> GammaTuning:
-    """Pick gamma on `part` (validation) by `metric`: one `trace` of a seeded request sample,
-    then `finalize` + `evaluate_ranker` per grid value (no model calls per gamma). With
-    `apply`, sets `ranker.gamma` to the best value."""
+    """Pick gamma (and, given several, the final order and the score-length mode) on `part`
+    (validation) by `metric`: one `trace` of a seeded request sample, then `finalize` +
+    `evaluate_ranker` per (lengths mode, order, gamma) -- no model calls per grid point.
+    orders / length_modes: default the ranker's own. With `apply`, sets `ranker.gamma`,
+    `ranker.order` and `ranker.lengths_mode` to the best values."""
     if part == "test":
         raise ConfigError("tune gamma on validation, not on the test split")
     if not grid:
         raise ConfigError("empty gamma grid")
+    orders = tuple(orders) if orders else (ranker.order,)
+    modes = tuple(length_modes) if length_modes else (ranker.lengths_mode,)
     requests, _ = sample_requests(getattr(split, part), max_requests, seed)
     is_new = ranker.is_new if ranker.is_new is not None else split.is_new
     trace = ranker.trace_requests(split, requests, top_k)
     results = []
-    for g in grid:
-        out = finalize(trace, float(g), ranker.order)
-        fixed = _Fixed(ranker, requests, out.items.numpy())
-        res = evaluate_ranker(
-            fixed,
-            split,
-            part,
-            top_k=top_k,
-            max_requests=max_requests,
-            seed=seed,
-            extra={"gamma": float(g), **spec_stats(out, is_new)},
-        )
-        results.append((float(g), res))
+    for mode in modes:
+        lengths = ranker.lengths(is_new, mode)
+        for order in orders:
+            for g in grid:
+                out = finalize(trace, float(g), order, lengths)
+                fixed = _Fixed(ranker, requests, out.items.numpy())
+                extra = {"gamma": float(g), "order": order, "lengths": mode}
+                res = evaluate_ranker(
+                    fixed,
+                    split,
+                    part,
+                    top_k=top_k,
+                    max_requests=max_requests,
+                    seed=seed,
+                    extra={**extra, **spec_stats(out, is_new)},
+                )
+                results.append((float(g), res))
     values = [metric_value(r, metric) for _, r in results]
-    best = float(results[int(np.argmax(values))][0])
+    best_g, best_r = results[int(np.argmax(values))]
+    tuning = GammaTuning(best_g, best_r.extra["order"], best_r.extra["lengths"], metric, results)
     if apply:
-        ranker.gamma = best
-    return GammaTuning(best, metric, results)
+        ranker.gamma, ranker.order = tuning.best_gamma, tuning.best_order
+        ranker.lengths_mode = tuning.best_lengths
+    return tuning

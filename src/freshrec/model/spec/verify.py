@@ -62,7 +62,43 @@ def sid_token_log_probs(
     return out.view(B, C, P)
 
 
+def mean_log_probs(token_lp: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """float[...]: mean of the first `lengths[...]` entries of token_lp float[..., P]; -inf
+    where lengths == 0."""
+    P = token_lp.shape[-1]
+    keep = torch.arange(P, device=token_lp.device) < lengths.unsqueeze(-1)
+    mean = (token_lp * keep).sum(-1) / lengths.clamp(min=1)
+    return torch.where(lengths > 0, mean, NEG_INF)
+
+
 @torch.no_grad()
+def verify_token_log_probs(
+    model: GenerativeRecommender,
+    history_tokens: torch.Tensor,
+    cand_tokens: torch.Tensor,
+    valid: torch.Tensor,
+    *,
+    method: VerifyMethod = "cached",
+    chunk: int = 2048,
+) -> torch.Tensor:
+    """float[B, C, P] per-token log-probs of C candidates per request, computed in chunks of
+    at most `chunk` (request, candidate) pairs (bounds the expanded KV cache); 0 where
+    Bool[B, C] valid is False (those rows of cand_tokens Long[B, C, P] may be -1)."""
+    B, C, P = cand_tokens.shape
+    out = torch.zeros((B, C, P))
+    if B == 0 or C == 0:
+        return out
+    valid = valid.cpu()
+    offsets = torch.as_tensor(model.vocab.offsets)
+    # invalid rows get a harmless valid SID (each position's first token); zeroed below
+    safe = torch.where(valid.unsqueeze(-1), cand_tokens.cpu(), offsets)
+    per = max(1, chunk // C)
+    for s in range(0, B, per):
+        lp = sid_token_log_probs(model, history_tokens[s : s + per], safe[s : s + per], method)
+        out[s : s + per] = lp.cpu()
+    return out * valid.unsqueeze(-1)
+
+
 def verify_scores(
     model: GenerativeRecommender,
     history_tokens: torch.Tensor,
@@ -79,25 +115,11 @@ def verify_scores(
     lengths == 0); lengths Long[B, C] in 0..P. `chunk` bounds the (request, candidate) pairs
     per forward (memory of the expanded KV cache).
     """
-    B, C, P = cand_tokens.shape
-    out = torch.full((B, C), NEG_INF)
-    if B == 0 or C == 0:
-        return out
     lengths = lengths.cpu().long()
-    ok = lengths > 0
-    offsets = torch.as_tensor(model.vocab.offsets)
-    # invalid rows get a harmless valid SID (each position's first token); masked below
-    safe = torch.where(ok.unsqueeze(-1), cand_tokens.cpu(), offsets)
-    per = max(1, chunk // C)
-    for s in range(0, B, per):
-        lp = sid_token_log_probs(
-            model, history_tokens[s : s + per], safe[s : s + per], method
-        ).cpu()
-        n = lengths[s : s + per]
-        keep = torch.arange(P) < n.unsqueeze(-1)
-        mean = (lp * keep).sum(-1) / n.clamp(min=1)
-        out[s : s + per] = torch.where(n > 0, mean, NEG_INF)
-    return out
+    lp = verify_token_log_probs(
+        model, history_tokens, cand_tokens, lengths > 0, method=method, chunk=chunk
+    )
+    return mean_log_probs(lp, lengths)
 
 
 def score_lengths(
