@@ -1,0 +1,363 @@
+"""The HTTP API against a real server process: recommendations before/after adding items,
+every documented error, auth, concurrency during an edit, rollback and metrics."""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from serve_helpers import API_KEY, KEY, Server, wait_status
+
+from freshrec.data import Split
+from freshrec.edit.pseudo import pseudo_requests
+
+N_NEW = 20  # dataset new items added through the API in one POST
+
+
+@pytest.fixture(scope="module")
+def server(serve_base, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("serve-api")
+    srv = Server(serve_base.config(folder / "state", max_items_per_post=50), folder).start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def client(server):
+    with server.client() as c:
+        yield c
+
+
+@pytest.fixture(scope="module")
+def new_items(ml_split: Split) -> list[int]:
+    """The first N_NEW dataset new items (indices): genuinely new to the service."""
+    return np.flatnonzero(ml_split.is_new)[:N_NEW].tolist()
+
+
+def payload(split: Split, idx: list[int]) -> dict:
+    items = split.dataset.items
+    return {
+        "items": [
+            {"item_id": items.ids[i], "title": items.titles[i], "text": items.texts[i]} for i in idx
+        ]
+    }
+
+
+def neighbour_history(split: Split, emb: np.ndarray, item: int, max_len: int = 20) -> list[str]:
+    """Item ids of a real training context whose target is one of `item`'s nearest warm
+    text neighbours (the kind of user the new item should be recommended to)."""
+    pseudo = pseudo_requests(split, emb, np.array([item]), n_neighbors=10, n_contexts=1, seed=1)
+    assert len(pseudo) == 1
+    seq = split.sequence(int(pseudo.user[0]))[: int(pseudo.pos[0])][-max_len:]
+    return [split.dataset.items.ids[i] for i in seq]
+
+
+def warm_history(split: Split, k: int, length: int = 10) -> list[str]:
+    """The first `length` training items of the k-th user with that many."""
+    user = np.flatnonzero(np.asarray(split.train_len) >= length)[k]
+    return [split.dataset.items.ids[i] for i in split.train_sequence(int(user))[:length]]
+
+
+def ids_of(resp) -> list[str]:
+    return [x["item_id"] for x in resp.json()["items"]]
+
+
+# ------------------------------------------------------------------------------ basics
+def test_health_and_warm_catalog(client, ml_split: Split):
+    h = client.get("/health").json()
+    assert h["status"] == "ok"
+    assert h["warm_items"] == int((~np.asarray(ml_split.is_new)).sum())
+    assert h["packs_applied"] == 0
+    assert h["pending_items"] == 0
+
+
+def test_recommend_warm_items(client, ml_split: Split):
+    hist = warm_history(ml_split, 0, 15)
+    r = client.post("/recommend", json={"history": hist, "top_k": 7})
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert len(out["items"]) == 7
+    assert out["latency_ms"] > 0
+    assert not set(ids_of(r)) & set(hist)  # exclude_seen by default
+    assert all(not x["new"] for x in out["items"])
+    scores = [x["score"] for x in out["items"]]
+    assert scores == sorted(scores, reverse=True)
+    # integers are accepted as ids; exclude_seen=false may return history items
+    r2 = client.post(
+        "/recommend", json={"history": [int(h) for h in hist], "top_k": 7, "exclude_seen": False}
+    )
+    assert r2.status_code == 200
+    assert len(r2.json()["items"]) == 7
+    # only_new with no new item live yet: nothing to recommend
+    r3 = client.post("/recommend", json={"history": hist, "only_new": True})
+    assert r3.status_code == 200
+    assert r3.json()["items"] == []
+
+
+# ------------------------------------------------------------------------------ errors
+RECOMMEND_ERRORS = [
+    ({"history": []}, 422, "history is empty"),
+    (
+        {"history": ["1", "no-such-item", "nope"]},
+        422,
+        "unknown item ids in history: 'no-such-item', 'nope'",
+    ),
+    ({"history": ["1"], "top_k": 0}, 422, "top_k must be between 1 and 100"),
+    ({"history": ["1"], "top_k": 101}, 422, "top_k must be between 1 and 100"),
+    ({"history": ["1"], "top_k": "many"}, 422, "top_k"),
+    ({"history": "1"}, 422, "history"),
+    ({"history": ["1"], "topk": 3}, 422, "topk: Extra inputs are not permitted"),
+    ({"top_k": 3}, 422, "history: Field required"),
+]
+
+
+@pytest.mark.parametrize(("body", "status", "message"), RECOMMEND_ERRORS)
+def test_recommend_errors(client, body, status, message):
+    r = client.post("/recommend", json=body)
+    assert r.status_code == status, r.text
+    assert message in r.json()["detail"]
+
+
+def test_unknown_history_ids_are_listed(client):
+    r = client.post("/recommend", json={"history": ["1", "x1", "x2", "x1"]})
+    assert r.status_code == 422
+    assert r.json()["unknown_items"] == ["x1", "x2"]
+
+
+def test_malformed_json_is_400(client):
+    for path, headers in (("/recommend", {}), ("/items", KEY)):
+        r = client.post(
+            path,
+            content=b'{"history": [1,',
+            headers={**headers, "content-type": "application/json"},
+        )
+        assert r.status_code == 400, r.text
+        assert r.json()["detail"].startswith("malformed JSON")
+    r = client.post("/recommend")
+    assert r.status_code in (400, 422)
+    assert r.json()["detail"]
+
+
+def item(item_id: str, **kw) -> dict:
+    return {"item_id": item_id, "title": kw.pop("title", f"Title of {item_id}"), **kw}
+
+
+def test_writes_need_the_key(client):
+    body = {"items": [item("keyless-1")]}
+    assert client.post("/items", json=body).status_code == 401
+    r = client.post("/items", json=body, headers={"X-API-Key": "wrong-key-wrong-key"})
+    assert r.status_code == 401
+    assert "API key" in r.json()["detail"]
+    assert (
+        client.post("/items", json=body, headers={"Authorization": "Bearer nope"}).status_code
+        == 401
+    )
+    assert client.delete("/edits/0123456789abcdef").status_code == 401
+    assert client.get("/items/keyless-1").status_code == 404
+
+
+def test_item_errors(client, ml_split: Split):
+    items = ml_split.dataset.items
+    warm_id = items.ids[int(np.flatnonzero(~np.asarray(ml_split.is_new))[0])]
+    cases = [
+        (
+            {"items": [item("dup-a"), item("dup-b"), item("dup-a")]},
+            409,
+            "duplicate item ids in the request: 'dup-a'",
+        ),
+        ({"items": [item("ok-1"), item(warm_id)]}, 409, f"already in the catalog: '{warm_id}'"),
+        ({"items": [item("e1", title="   ")]}, 422, "items.0.title: title is empty"),
+        ({"items": [item("e2", text="  ")]}, 422, "items.0.text: text is empty"),
+        ({"items": [item("e3", title="")]}, 422, "title is empty"),
+        ({"items": [{"title": "no id"}]}, 422, "item_id: Field required"),
+        ({"items": [item("e4", colour="red")]}, 422, "colour: Extra inputs are not permitted"),
+        ({"items": []}, 422, "items is empty"),
+        (
+            {"items": [item(f"many-{i}") for i in range(51)]},
+            413,
+            "51 items in one request; at most 50",
+        ),
+        ({"items": [item("big", description="x" * 1_100_000)]}, 413, "payload larger than"),
+        ({"item_id": "x", "title": "t"}, 422, "items: Field required"),
+    ]
+    for body, status, message in cases:
+        r = client.post("/items", json=body, headers=KEY)
+        assert r.status_code == status, (body if len(str(body)) < 300 else status, r.text)
+        assert message in r.json()["detail"], r.text
+
+
+def test_bad_requests_changed_nothing(client):
+    h = client.get("/health").json()
+    assert h["pending_items"] == 0
+    assert h["live_new_items"] == 0
+    assert h["packs_applied"] == 0
+    for i in ("dup-a", "dup-b", "ok-1", "e1", "many-0", "big", "keyless-1"):
+        assert client.get(f"/items/{i}").status_code == 404
+    assert client.get("/edits").json() == {"edits": []}
+    assert client.delete("/edits/0123456789abcdef", headers=KEY).status_code == 404
+
+
+# ------------------------------------------------------------------------------ new items
+def test_new_item_becomes_recommendable(client, ml_split: Split, ml_emb, new_items):
+    ids = ml_split.dataset.items.ids
+    first = new_items[:5]
+    target = first[0]
+    hist = neighbour_history(ml_split, ml_emb, target)
+    # before: unknown to the service, never recommended
+    r = client.post("/recommend", json={"history": [*hist, ids[target]]})
+    assert r.status_code == 422
+    assert ids[target] in r.json()["unknown_items"]
+    assert client.get(f"/items/{ids[target]}").status_code == 404
+    before = client.post("/recommend", json={"history": hist, "top_k": 100})
+    assert ids[target] not in ids_of(before)
+
+    r = client.post("/items", json=payload(ml_split, first), headers=KEY)
+    assert r.status_code == 202, r.text
+    acks = r.json()["items"]
+    assert [a["item_id"] for a in acks] == [ids[i] for i in first]
+    assert all(a["status"] == "pending" and len(a["sid"]) == 4 for a in acks)
+    assert len({tuple(a["sid"]) for a in acks}) == len(acks)
+
+    rows = wait_status(client, [ids[i] for i in first])
+    packs = {row["pack_id"] for row in rows.values()}
+    assert len(packs) == 1  # one POST within the edit window -> one edit pack
+    assert all(row["sid"] == a["sid"] for row, a in zip(rows.values(), acks, strict=True))
+    assert all(row["live_at"] and row["new"] for row in rows.values())
+
+    # after: recommendable to a user whose history resembles its neighbours
+    r = client.post("/recommend", json={"history": hist, "top_k": 5, "only_new": True})
+    assert r.status_code == 200
+    got = r.json()["items"]
+    assert ids[target] in [x["item_id"] for x in got]
+    assert all(x["new"] for x in got)
+    plain = client.post("/recommend", json={"history": hist, "top_k": 100})
+    assert plain.status_code == 200
+    assert len(plain.json()["items"]) == 100
+    # the new item is now a valid history item too
+    r = client.post("/recommend", json={"history": [*hist, ids[target]], "top_k": 5})
+    assert r.status_code == 200
+    assert ids[target] not in ids_of(r)
+    h = client.get("/health").json()
+    assert h["live_new_items"] == 5
+    assert h["packs_applied"] == 1
+    edits = client.get("/edits").json()["edits"]
+    assert [e["pack_id"] for e in edits] == list(packs)
+    assert edits[0]["status"] == "applied"
+
+
+def test_brand_new_item_from_title_and_genres(client):
+    r = client.post(
+        "/items",
+        json={
+            "items": [
+                item("space-1", title="Galaxy Rangers (2031)", categories=["Sci-Fi", "Action"])
+            ]
+        },
+        headers={"Authorization": f"Bearer {API_KEY}"},
+    )
+    assert r.status_code == 202, r.text
+    row = wait_status(client, ["space-1"])["space-1"]
+    assert row["title"] == "Galaxy Rangers (2031)"
+    assert row["status"] == "live"
+    assert client.post("/items", json={"items": [item("space-1")]}, headers=KEY).status_code == 409
+
+
+def test_concurrent_recommends_during_an_edit(client, ml_split: Split, new_items):
+    ids = ml_split.dataset.items.ids
+    bodies = [{"history": warm_history(ml_split, k), "top_k": 10} for k in range(16)]
+    batch = new_items[5:12]
+    errors: list[str] = []
+    counts = [0] * 16
+    done = threading.Event()
+
+    def worker(k: int) -> None:
+        with httpx.Client(base_url=str(client.base_url), timeout=60) as c:
+            while not done.is_set() or counts[k] < 3:
+                r = c.post("/recommend", json=bodies[k])
+                if r.status_code != 200 or len(r.json()["items"]) != 10:
+                    errors.append(f"{r.status_code} {r.text[:200]}")
+                counts[k] += 1
+                if counts[k] >= 200:
+                    break
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(16)]
+    for t in threads:
+        t.start()
+    r = client.post("/items", json=payload(ml_split, batch), headers=KEY)
+    assert r.status_code == 202
+    try:
+        wait_status(client, [ids[i] for i in batch])
+    finally:
+        done.set()
+        for t in threads:
+            t.join(120)
+    assert not errors, errors[:5]
+    assert min(counts) >= 3
+
+
+def test_rollback(client, ml_split: Split, new_items):
+    ids = ml_split.dataset.items.ids
+    batch = [ids[i] for i in new_items[5:12]]
+    pack = client.get(f"/items/{batch[0]}").json()["pack_id"]
+    hist = warm_history(ml_split, 3)
+    before = ids_of(
+        client.post("/recommend", json={"history": hist, "top_k": 50, "only_new": True})
+    )
+    assert set(batch) & set(before)
+    r = client.delete(f"/edits/{pack}", headers=KEY)
+    assert r.status_code == 200, r.text
+    assert sorted(r.json()["items"]) == sorted(batch)
+    assert r.json()["status"] == "rolled_back"
+    assert all(client.get(f"/items/{i}").json()["status"] == "rolled_back" for i in batch)
+    after = ids_of(client.post("/recommend", json={"history": hist, "top_k": 50, "only_new": True}))
+    assert not set(batch) & set(after)
+    assert after
+    assert client.delete(f"/edits/{pack}", headers=KEY).status_code == 409
+    assert client.delete("/edits/ffffffffffffffff", headers=KEY).status_code == 404
+    # a rolled-back id stays reserved
+    assert client.post("/items", json={"items": [item(batch[0])]}, headers=KEY).status_code == 409
+    ledger = {e["pack_id"]: e["status"] for e in client.get("/edits").json()["edits"]}
+    assert ledger[pack] == "rolled_back"
+    assert list(ledger.values()).count("applied") == 2
+
+
+def test_metrics(client):
+    r = client.get("/metrics")
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/plain")
+    text = r.text
+    for needle in (
+        'freshrec_http_requests_total{endpoint="/recommend",method="POST",status="200"}',
+        'freshrec_http_requests_total{endpoint="/recommend",method="POST",status="422"}',
+        'freshrec_http_requests_total{endpoint="/items",method="POST",status="401"}',
+        'freshrec_http_request_duration_seconds_bucket{endpoint="/recommend",le="+Inf"}',
+        "freshrec_live_items ",
+        "freshrec_pending_items 0",
+        "freshrec_edit_packs_applied 2",
+        'freshrec_edits_total{result="applied"} 3',
+        "freshrec_edit_seconds_count 3",
+        "freshrec_rollbacks_total 1",
+        "freshrec_recommend_batch_size_count",
+    ):
+        assert needle in text, needle
+    live = float(
+        next(line for line in text.splitlines() if line.startswith("freshrec_live_items ")).split()[
+            1
+        ]
+    )
+    h = client.get("/health").json()
+    assert live == h["warm_items"] + h["live_new_items"] == h["warm_items"] + 6
+
+
+def test_state_folder_layout(server):
+    state = Path(server.config["state_dir"])
+    assert (state / "catalog.db").is_file()
+    packs = sorted(p.name for p in (state / "edits").iterdir())
+    assert len(packs) == 3
+    assert all(len(p) == 16 for p in packs)
+    manifest = json.loads((state / "edits" / packs[0] / "manifest.json").read_text())
+    assert manifest["format"] == "freshrec-edit-pack"
