@@ -6,17 +6,14 @@ overrides. User errors (`FreshrecError`) print one line and exit with code 2.
 
 from __future__ import annotations
 
-import functools
 import os
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
-from freshrec.errors import FreshrecError
+from freshrec.cli_support import RecipeOpt, SetOpt, console, friendly
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
@@ -26,31 +23,6 @@ app = typer.Typer(
     no_args_is_help=True,
     help="freshrec: generative recommendation with semantic IDs that stays fresh.",
 )
-console = Console()
-err_console = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-RecipeOpt = Annotated[
-    str, typer.Option("--recipe", "-r", help="built-in recipe (cpu, tiger-paper) or YAML file")
-]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", "-s", help="override, e.g. --set train.epochs=5 (repeatable)"),
-]
-
-
-def friendly(fn: F) -> F:
-    """Print `FreshrecError`s as one clear line (exit 2) instead of a traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except FreshrecError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}")
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _recipe(recipe: str, overrides: list[str] | None) -> Any:

@@ -60,7 +60,7 @@ class Recipe(BaseModel):
 
     data: DataConfig = DataConfig()
     semid: SemIdConfig = SemIdConfig()
-    model: ModelConfig = MODEL_RECIPES["tiger_cpu"]()
+    model: ModelConfig = MODEL_RECIPES["causal_cpu"]()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
     work_dir: str = ".freshrec"
@@ -69,7 +69,8 @@ class Recipe(BaseModel):
         return self.model_dump(mode="json")
 
 
-def _parse_value(text: str) -> Any:
+def parse_value(text: str) -> Any:
+    """A command-line override value: YAML scalars/lists (`5`, `true`, `[a,b]`), else text."""
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
@@ -88,7 +89,7 @@ def _apply_override(tree: dict[str, Any], assignment: str) -> None:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
             raise ConfigError(f"override {assignment!r}: {part!r} is not a section")
-    node[parts[-1]] = _parse_value(value)
+    node[parts[-1]] = parse_value(value)
 
 
 def _resolve_model(section: dict[str, Any] | str | None) -> dict[str, Any] | None:

@@ -14,18 +14,18 @@ Overrides: `--set edit.<key>=<value>` sets an `EditConfig` field (e.g. `edit.lam
 
 from __future__ import annotations
 
-import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import numpy as np
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from freshrec.errors import CheckpointError, ConfigError, FreshrecError, UnknownItemError
+from freshrec.cli_support import RecipeOpt, console, friendly
+from freshrec.config import parse_value
+from freshrec.errors import CheckpointError, ConfigError, UnknownItemError
 
 __all__ = [
     "edit",
@@ -37,13 +37,7 @@ __all__ = [
     "split_overrides",
 ]
 
-console = Console()
-err_console = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
 
-RecipeOpt = Annotated[
-    str, typer.Option("--recipe", "-r", help="built-in recipe (cpu, tiger-paper) or YAML file")
-]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -55,29 +49,7 @@ SetOpt = Annotated[
 ]
 
 
-def _friendly(fn: F) -> F:
-    """Print `FreshrecError`s as one clear line (exit 2) instead of a traceback (as
-    `freshrec.cli.friendly`; replicated so that this module does not import the app)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except FreshrecError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}")
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
 # ----------------------------------------------------------------------------------- helpers
-def _yaml_value(text: str) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
-        return text
 
 
 def split_overrides(overrides: Sequence[str] | None) -> tuple[list[str], dict[str, Any]]:
@@ -91,7 +63,7 @@ def split_overrides(overrides: Sequence[str] | None) -> tuple[list[str], dict[st
             name = key.strip()[len("edit.") :]
             if not name or "." in name:
                 raise ConfigError(f"override {assignment!r}: expected edit.<key>=<value>")
-            edit_cfg[name] = _yaml_value(value)
+            edit_cfg[name] = parse_value(value)
         else:
             recipe.append(assignment)
     return recipe, edit_cfg
@@ -164,7 +136,7 @@ def _reliability_cell(rel: dict[str, Any] | None) -> str:
 
 
 # ----------------------------------------------------------------------------------- commands
-@_friendly
+@friendly
 def edit(
     checkpoint: Annotated[Path, typer.Argument(help="checkpoint folder (…/best or a run folder)")],
     items: Annotated[

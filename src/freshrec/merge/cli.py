@@ -11,52 +11,23 @@ freshrec evaluate runs/merged --set work_dir=runs/grid --set model.recipe=causal
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from freshrec.errors import ConfigError, FreshrecError
+from freshrec.cli_support import RecipeOpt, SetOpt, console, friendly
+from freshrec.errors import ConfigError
 
 __all__ = ["grid", "merge", "register"]
-
-console = Console()
-err_console = Console(stderr=True)
-F = TypeVar("F", bound=Callable[..., Any])
-
-RecipeOpt = Annotated[
-    str, typer.Option("--recipe", "-r", help="built-in recipe (cpu, tiger-paper) or YAML file")
-]
-SetOpt = Annotated[
-    list[str] | None,
-    typer.Option("--set", "-s", help="override, e.g. --set train.epochs=5 (repeatable)"),
-]
-
-
-def _friendly(fn: F) -> F:
-    """Print `FreshrecError`s as one clear line (exit 2) instead of a traceback (as
-    `freshrec.cli.friendly`; replicated so that this module does not import the app)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except FreshrecError as exc:
-            err_console.print(f"[bold red]error:[/] {exc}")
-            raise typer.Exit(2) from None
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _mib(n: int) -> str:
     return f"{n / 2**20:.2f} MiB"
 
 
-@_friendly
+@friendly
 def merge(
     recipe: Annotated[Path, typer.Argument(help="merge recipe YAML (mergekit shape)")],
     out_dir: Annotated[Path, typer.Argument(help="output checkpoint folder")],
@@ -141,7 +112,7 @@ def _grid_options(
     return GridConfig.parse(data, source=str(grid_file) if grid_file else "grid options")
 
 
-@_friendly
+@friendly
 def grid(
     out_dir: Annotated[Path, typer.Argument(help="grid folder (manifest + work folder)")],
     recipe: RecipeOpt = "cpu",
