@@ -100,13 +100,31 @@ def recommend(
     recipe: RecipeOpt = "cpu",
     set_: SetOpt = None,
     top_k: Annotated[int, typer.Option(help="number of items")] = 10,
-    catalog: Annotated[str, typer.Option(help="warm | full")] = "full",
+    catalog: Annotated[str, typer.Option(help="warm | full (plain mode)")] = "full",
+    edit: Annotated[
+        list[str] | None,
+        typer.Option(help="edit pack folder or id under <work>/edits/ (repeatable, in order)"),
+    ] = None,
+    mode: Annotated[str, typer.Option(help="beam | spec (speculative: draft + verify)")] = "beam",
+    drafter: Annotated[str, typer.Option(help="spec mode drafter: text | self")] = "text",
 ) -> None:
     """Recommend items for a user from their whole history, printing titles."""
     from freshrec import pipeline
+    from freshrec.errors import ConfigError
 
     r = _recipe(recipe, set_)
-    rows = pipeline.recommend_user(r, checkpoint, user, top_k, catalog)
+    if mode == "spec":
+        from freshrec.model.spec.bench import recommend_spec
+
+        rows = recommend_spec(r, checkpoint, user, top_k, drafter=drafter, edit_packs=edit or [])
+    elif mode != "beam":
+        raise ConfigError(f"mode must be 'beam' or 'spec', got {mode!r}")
+    elif edit:
+        from freshrec.edit.cli import recommend_with_edits
+
+        rows = recommend_with_edits(r, checkpoint, user, top_k, edit)
+    else:
+        rows = pipeline.recommend_user(r, checkpoint, user, top_k, catalog)
     for rank, (item_id, title, score, new) in enumerate(rows, 1):
         tag = " [new]" if new else ""
         console.print(f"{rank:>3}. {title}{tag}  ({item_id}, log-p {score:.3f})")
@@ -122,9 +140,13 @@ def demo(recipe: RecipeOpt = "cpu", set_: SetOpt = None) -> None:
 
 
 def _register_stage_commands() -> None:
+    from freshrec.edit.cli import register as register_edit
     from freshrec.merge.cli import register as register_merge
+    from freshrec.serve.cli import register as register_serve
 
+    register_edit(app)
     register_merge(app)
+    register_serve(app)
 
 
 _register_stage_commands()
