@@ -113,9 +113,12 @@ def test_scorer_and_keys_agree_with_sid_log_probs(arch, load_model, ml_split, ml
         batch = TeacherForcedBatch(model, hist, tgt)
         keys = capture_keys(model, hist, tgt, sorted(deltas), batch_size=7)
         for p in range(model.vocab.sid_len):
-            logits = batch.scorer(p).block_logits(torch.arange(5, 16))
-            lp = torch.log_softmax(logits, -1)
-            got = lp.gather(1, (tgt[5:, p] - model.vocab.offsets[p])[:, None])[:, 0]
-            torch.testing.assert_close(got, want[5:, p], rtol=1e-4, atol=1e-4)
+            scorer = batch.scorer(p)
+            # all rows, then shrinking subsets (gathered from the previous subset), then others
+            for rows in ([*range(16)], [1, 3, 5, 6, 9, 15], [3, 6, 15], [3, 6, 15], [0, 2, 4]):
+                r = torch.tensor(rows)
+                lp = torch.log_softmax(scorer.block_logits(r), -1)
+                got = lp.gather(1, (tgt[r, p] - model.vocab.offsets[p])[:, None])[:, 0]
+                torch.testing.assert_close(got, want[r, p], rtol=1e-4, atol=1e-4)
     for (_, layer), k in keys.items():
         assert k.shape == (16, model.ffn_out_projs()[layer].in_features)

@@ -56,13 +56,6 @@ _IN_PROGRESS = "<in-progress>"
 _KEEP_BYTES = 1 << 30  # prepared request states kept across positions up to this size
 
 
-def _nbytes(batch: TeacherForcedBatch) -> int:
-    """Bytes of a prepared batch's cached states."""
-    if batch.model.arch == "tiger":
-        return batch.enc.numel() * batch.enc.element_size()
-    return sum(k.numel() * k.element_size() * 2 for k, _ in batch.kv)
-
-
 class GenRecEditor:
     """Edits `model` (loaded from `checkpoint_dir`) so that it recommends new items.
 
@@ -294,7 +287,7 @@ class GenRecEditor:
                             batch = prepared.get(ci)
                             if batch is None:
                                 batch = TeacherForcedBatch(model, hist[rows], tgt[rows])
-                                if keep and _nbytes(batch) * len(chunks) <= _KEEP_BYTES:
+                                if keep and batch.nbytes * len(chunks) <= _KEEP_BYTES:
                                     prepared[ci] = batch
                             scorer = batch.scorer(p)
                             timings["keys"] += time.perf_counter() - t0

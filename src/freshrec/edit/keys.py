@@ -24,7 +24,7 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import torch
 from torch import nn
-from transformers.cache_utils import DynamicCache
+from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 
 from freshrec.data.schema import Requests, Split
 from freshrec.edit.trigger import Site
@@ -112,13 +112,53 @@ def capture_keys(
     return {s: torch.cat(v) if v else torch.zeros(0, d_in[s[1]]) for s, v in parts.items()}
 
 
+def _filled_cache(config: object, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
+    """A DynamicCache whose layers hold `kv` as they are (no copy; the next forward appends)."""
+    cache = DynamicCache(config=config)  # type: ignore[arg-type]
+    for layer, (k, v) in zip(cache.layers, kv, strict=True):
+        layer.lazy_initialization(k, v)
+        layer.keys, layer.values = k, v
+    return cache
+
+
+class _RowSubsets:
+    """Row subsets (dim 0) of a list of tensors for a shrinking set of active rows: a new subset
+    is gathered from the previous one, and only when the rows change."""
+
+    def __init__(self, tensors: list[torch.Tensor]) -> None:
+        self.full = tensors
+        self.rows: torch.Tensor | None = None
+        self.sub = tensors
+
+    def get(self, rows: torch.Tensor) -> list[torch.Tensor]:
+        n = self.full[0].shape[0]
+        if (
+            self.rows is None
+            and rows.numel() == n
+            and bool((rows == torch.arange(n, device=rows.device)).all())
+        ):
+            return self.full
+        if self.rows is not None and rows.shape == self.rows.shape and torch.equal(rows, self.rows):
+            return self.sub
+        src, idx = self.full, rows
+        if (
+            self.rows is not None
+            and bool((rows[1:] > rows[:-1]).all())
+            and bool(torch.isin(rows, self.rows).all())
+        ):
+            src, idx = self.sub, torch.searchsorted(self.rows, rows)
+        self.sub = [t.index_select(0, idx) for t in src]
+        self.rows = rows.clone()
+        return self.sub
+
+
 class TeacherForcedBatch:
     """n edit requests prepared once for scoring any SID position (see `scorer`).
 
     history: Long[n, T] encoder/prompt tokens; sid_tokens: Long[n, P] target SID tokens.
-    tiger: the encoder states (edits never touch the encoder). causal: the KV cache of the
-    prompt minus its last token (decoder tokens with trigger -1, untouched by gated edits; make
-    a new batch when ungated edits change)."""
+    tiger: the encoder states and every decoder layer's cross-attention K/V (edits never touch
+    them). causal: the KV cache of the prompt minus its last token (tokens with trigger -1,
+    untouched by gated edits; make a new batch when ungated edits change)."""
 
     def __init__(
         self, model: GenerativeRecommender, history: torch.Tensor, sid_tokens: torch.Tensor
@@ -131,25 +171,46 @@ class TeacherForcedBatch:
         self.n = history.shape[0]
         with torch.no_grad():
             if model.arch == "tiger":
+                t5 = model.t5  # type: ignore[attr-defined]
+                self.cfg = t5.config
                 hist = compact_left(history)
                 self.mask = hist != PAD
                 with model.triggers(None):
-                    self.enc = model.t5.encoder(  # type: ignore[attr-defined]
+                    self.enc = t5.encoder(
                         input_ids=hist, attention_mask=self.mask
                     ).last_hidden_state
+                    cache = EncoderDecoderCache(
+                        DynamicCache(config=self.cfg), DynamicCache(config=self.cfg)
+                    )
+                    t5(
+                        encoder_outputs=(self.enc,),
+                        attention_mask=self.mask,
+                        decoder_input_ids=torch.full_like(self.sid[:, :1], BOS),
+                        past_key_values=cache,
+                        use_cache=True,
+                    )
+                self.kv = [(la.keys, la.values) for la in cache.cross_attention_cache.layers]
             else:
                 prompt, pmask = model._prompt(history)  # type: ignore[attr-defined]
                 self.prompt, self.pmask = prompt, pmask
                 positions = model._positions(pmask)  # type: ignore[attr-defined]
-                cfg = model.llama.config  # type: ignore[attr-defined]
+                self.cfg = model.llama.config  # type: ignore[attr-defined]
                 trig = torch.full_like(prompt[:, :-1], -1)
                 with model.triggers(trig):
-                    cache = DynamicCache(config=cfg)
                     out = model._forward(  # type: ignore[attr-defined]
-                        prompt[:, :-1], pmask[:, :-1], positions[:, :-1], cache, 1
+                        prompt[:, :-1],
+                        pmask[:, :-1],
+                        positions[:, :-1],
+                        DynamicCache(config=self.cfg),
+                        1,
                     )
-                self.kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
-                self.cfg = cfg
+                self.kv = [(la.keys, la.values) for la in out.past_key_values.layers]
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes of the cached states."""
+        extra = self.enc.numel() * self.enc.element_size() if self.model.arch == "tiger" else 0
+        return extra + sum(k.numel() * k.element_size() * 2 for k, _ in self.kv)
 
     def scorer(self, position: int) -> PositionScorer:
         """A scorer of SID position `position` (prefix states computed now, with the edit
@@ -160,11 +221,12 @@ class TeacherForcedBatch:
 class PositionScorer:
     """Block logits float[b, sizes[p]] of SID position p for the requests of a
     `TeacherForcedBatch`, teacher-forced on the SID prefix, recomputing only what depends on
-    position p's decoder token: tiger runs the (p+1)-token decoder on the cached encoder states;
-    causal extends the prompt cache with [last prompt token, t_0 .. t_{p-2}] once and then
-    runs only the token that predicts t_p. `block_logits(rows)` runs under `trigger_positions`,
-    so forward hooks (edits, the target optimisation's delta) see value p exactly at the scored
-    token; rows index the batch's requests (Long[b])."""
+    position p's decoder token: tiger runs the (p+1)-token decoder on the cached encoder states
+    and cross-attention K/V; causal extends the prompt cache with [last prompt token, t_0 ..
+    t_{p-2}] once and then runs only the token that predicts t_p. `block_logits(rows)` runs
+    under `trigger_positions`, so forward hooks (edits, the target optimisation's delta) see
+    value p exactly at the scored token; rows index the batch's requests (Long[b]; pass them
+    ascending -- e.g. from torch.nonzero -- so shrinking subsets are gathered cheaply)."""
 
     def __init__(self, batch: TeacherForcedBatch, position: int) -> None:
         self.batch = batch
@@ -174,7 +236,9 @@ class PositionScorer:
         self.block = self.model.vocab.block(position)
         if self.model.arch == "tiger":
             sid = batch.sid
-            self._dec = torch.cat([torch.full_like(sid[:, :1], BOS), sid[:, :position]], dim=1)
+            dec = torch.cat([torch.full_like(sid[:, :1], BOS), sid[:, :position]], dim=1)
+            flat = [t for kv in batch.kv for t in kv]
+            self._rows = _RowSubsets([batch.enc, batch.mask, dec, *flat])
         else:
             self._init_causal()
 
@@ -184,20 +248,18 @@ class PositionScorer:
         tokens = torch.cat([b.prompt, b.sid[:, :p]], dim=1)  # the last token predicts t_p
         mask = torch.cat([b.pmask, torch.ones_like(b.sid[:, :p], dtype=torch.bool)], dim=1)
         positions = m._positions(mask)  # type: ignore[attr-defined]
-        if p == 0:
-            self._kv = b.kv
-        else:  # run [last prompt token, t_0 .. t_{p-2}] (triggers 0 .. p-1) on the prompt cache
-            cache = DynamicCache(ddp_cache_data=b.kv, config=b.cfg)
+        kv = b.kv
+        if p > 0:  # run [last prompt token, t_0 .. t_{p-2}] (triggers 0 .. p-1) on the prompt cache
+            cache = _filled_cache(b.cfg, kv)
             trig = torch.arange(p, device=tokens.device).expand(b.n, p)
+            ext = slice(T - 1, T - 1 + p)
             with torch.no_grad(), m.triggers(trig):
-                ext = slice(T - 1, T - 1 + p)
                 out = m._forward(  # type: ignore[attr-defined]
                     tokens[:, ext], mask[:, : T - 1 + p], positions[:, ext], cache, 1
                 )
-            self._kv = [(layer.keys, layer.values) for layer in out.past_key_values.layers]
-        self._last = tokens[:, -1:]
-        self._mask = mask
-        self._pos = positions[:, -1:]
+            kv = [(la.keys, la.values) for la in out.past_key_values.layers]
+        flat = [t for pair in kv for t in pair]
+        self._rows = _RowSubsets([tokens[:, -1:], mask, positions[:, -1:], *flat])
 
     def block_logits(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         """Logits float[b, sizes[p]] of the rows (all rows if None); differentiable w.r.t.
@@ -208,21 +270,22 @@ class PositionScorer:
         rows = rows.to(m.device)
         b = rows.shape[0]
         if m.arch == "tiger":
+            enc, mask, dec, *flat = self._rows.get(rows)
+            cross = _filled_cache(self.batch.cfg, list(zip(flat[::2], flat[1::2], strict=True)))
+            cache = EncoderDecoderCache(DynamicCache(config=self.batch.cfg), cross)
             trig = torch.arange(self.p + 1, device=rows.device).expand(b, self.p + 1)
             with m.triggers(trig):
                 out = m.t5(  # type: ignore[attr-defined]
-                    encoder_outputs=(self.batch.enc[rows],),
-                    attention_mask=self.batch.mask[rows],
-                    decoder_input_ids=self._dec[rows],
-                    use_cache=False,
+                    encoder_outputs=(enc,),
+                    attention_mask=mask,
+                    decoder_input_ids=dec,
+                    past_key_values=cache,
+                    use_cache=True,
                 )
             return out.logits[:, -1, self.block]
-        cache = DynamicCache(
-            ddp_cache_data=[(k[rows], v[rows]) for k, v in self._kv], config=self.batch.cfg
-        )
+        last, mask, pos, *flat = self._rows.get(rows)
+        cache = _filled_cache(self.batch.cfg, list(zip(flat[::2], flat[1::2], strict=True)))
         trig = torch.full((b, 1), self.p, dtype=torch.long, device=rows.device)
         with m.triggers(trig):
-            out = m._forward(  # type: ignore[attr-defined]
-                self._last[rows], self._mask[rows], self._pos[rows], cache, 1
-            )
+            out = m._forward(last, mask, pos, cache, 1)  # type: ignore[attr-defined]
         return out.logits[:, -1, self.block]
