@@ -1,0 +1,146 @@
+"""Durability: SIGKILL the server after items are live and right after a 202, restart it on
+the same state, and check every acknowledged item and edit is back (same SIDs, same packs,
+same recommendations) while nothing half-written is loaded."""
+
+from __future__ import annotations
+
+import shutil
+import time
+
+import numpy as np
+import pytest
+from serve_helpers import KEY, Server, wait_status
+
+from freshrec.data import Split
+from freshrec.edit.pseudo import pseudo_requests
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory) -> dict:
+    """Shared across the (ordered) tests of this module: folders, servers, expectations."""
+    root = tmp_path_factory.mktemp("serve-durable")
+    return {"root": root, "state": root / "state"}
+
+
+def start(serve_base, state: dict, name: str, **extra) -> Server:
+    srv = Server(serve_base.config(state["state"], **extra), state["root"], name).start()
+    state["server"] = srv
+    return srv
+
+
+def payload(split: Split, idx: list[int]) -> dict:
+    items = split.dataset.items
+    return {
+        "items": [
+            {"item_id": items.ids[i], "title": items.titles[i], "text": items.texts[i]} for i in idx
+        ]
+    }
+
+
+def recommend(c, hist: list[str], **kw) -> list[tuple[str, float]]:
+    r = c.post("/recommend", json={"history": hist, "top_k": 20, **kw}, headers=KEY)
+    assert r.status_code == 200, r.text
+    return [(x["item_id"], x["score"]) for x in r.json()["items"]]
+
+
+def same_ranking(a: list[tuple[str, float]], b: list[tuple[str, float]]) -> None:
+    assert [i for i, _ in a] == [i for i, _ in b]
+    np.testing.assert_allclose([s for _, s in a], [s for _, s in b], rtol=0, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def batches(ml_split: Split) -> tuple[list[int], list[int]]:
+    new = np.flatnonzero(ml_split.is_new)
+    return new[100:105].tolist(), new[105:108].tolist()
+
+
+def test_kill9_after_live(serve_base, state, ml_split, ml_emb, batches):
+    ids = ml_split.dataset.items.ids
+    first, _ = batches
+    a = start(serve_base, state, "a")
+    with a.client() as c:
+        assert c.post("/items", json=payload(ml_split, first), headers=KEY).status_code == 202
+        rows = wait_status(c, [ids[i] for i in first])
+        p = pseudo_requests(ml_split, ml_emb, np.array(first[:1]), n_contexts=1, seed=1)
+        seq = ml_split.sequence(int(p.user[0]))[: int(p.pos[0])][-20:]
+        hist = [ids[i] for i in seq]
+        rec = recommend(c, hist)
+        rec_new = recommend(c, hist, only_new=True)
+        ledger = c.get("/edits").json()["edits"]
+    a.kill9()
+    state.update(rows=rows, hist=hist, rec=rec, rec_new=rec_new, ledger=ledger)
+
+    # restart with keyed reads: the same catalog, packs and recommendations
+    b = start(serve_base, state, "b", open_reads=False, edit_batch_window_s=30.0)
+    with b.client() as c:
+        assert c.get("/health").status_code == 200
+        assert c.get(f"/items/{ids[first[0]]}").status_code == 401
+        assert c.post("/recommend", json={"history": hist}).status_code == 401
+        again = {i: c.get(f"/items/{i}", headers=KEY).json() for i in rows}
+        assert again == rows  # same SIDs, status, pack id, timestamps
+        assert c.get("/edits", headers=KEY).json()["edits"] == ledger
+        same_ranking(recommend(c, hist), rec)
+        same_ranking(recommend(c, hist, only_new=True), rec_new)
+        assert c.get("/health").json()["packs_applied"] == 1
+
+
+def test_kill9_right_after_the_ack(serve_base, state, ml_split, batches):
+    _, second = batches
+    b = state["server"]
+    with b.client() as c:
+        r = c.post("/items", json=payload(ml_split, second), headers=KEY)
+        assert r.status_code == 202
+        acks = {a["item_id"]: a["sid"] for a in r.json()["items"]}
+        b.kill9()  # the edit window is 30 s: nothing was edited yet
+    # leftovers of a crash mid-edit: a complete pack folder that no ledger row references
+    # (killed between its save and its commit) and an unfinished temp folder
+    edits = state["state"] / "edits"
+    pack1 = state["ledger"][0]["pack_id"]
+    shutil.copytree(edits / pack1, edits / "ffffffffffffffff")
+    (edits / ".ffffffffffffffff.abc.tmp").mkdir()
+    (edits / ".ffffffffffffffff.abc.tmp" / "deltas.safetensors").write_bytes(b"\0" * 10)
+
+    c_srv = start(serve_base, state, "c")
+    with c_srv.client() as c:
+        assert sorted(p.name for p in edits.iterdir()) == [pack1]
+        rows = {i: c.get(f"/items/{i}").json() for i in acks}
+        assert {i: r["sid"] for i, r in rows.items()} == acks
+        assert all(r["status"] in ("pending", "live") for r in rows.values())
+        rows = wait_status(c, list(acks))
+        assert len({r["pack_id"] for r in rows.values()}) == 1
+        ledger = c.get("/edits").json()["edits"]
+        assert [e["status"] for e in ledger] == ["applied", "applied"]
+        assert ledger[0] == state["ledger"][0]
+        assert c.get("/health").json()["packs_applied"] == 2
+        for i, r in state["rows"].items():  # the first batch is untouched
+            assert c.get(f"/items/{i}").json() == r
+    assert "3 pending item(s) will be edited" in c_srv.logs()
+    state["second"] = rows
+
+
+def test_corrupt_pack_goes_back_to_pending(serve_base, state):
+    c_srv = state["server"]
+    c_srv.kill9()
+    second = state["second"]
+    pack2 = next(iter(second.values()))["pack_id"]
+    deltas = state["state"] / "edits" / pack2 / "deltas.safetensors"
+    deltas.write_bytes(deltas.read_bytes()[:100])  # torn file
+
+    d = start(serve_base, state, "d")
+    with d.client() as c:
+        rows = wait_status(c, list(second))
+        assert {i: r["sid"] for i, r in rows.items()} == {i: r["sid"] for i, r in second.items()}
+        ledger = c.get("/edits").json()["edits"]
+        assert [e["status"] for e in ledger] == ["applied", "lost", "applied"]
+        assert ledger[1]["pack_id"] == pack2
+        assert "cannot read edit pack tensors" in ledger[1]["note"]
+        assert c.get("/health").json()["packs_applied"] == 2
+        for i, r in state["rows"].items():
+            assert c.get(f"/items/{i}").json() == r
+    assert "marked lost" in d.logs()
+    t0 = time.monotonic()
+    d.stop()  # graceful shutdown works too
+    assert d.proc is not None
+    assert d.proc.returncode in (0, -15)  # uvicorn re-raises SIGTERM after shutting down
+    assert "Application shutdown complete" in d.logs()
+    assert time.monotonic() - t0 < 30
