@@ -99,6 +99,7 @@ def test_score_lengths():
     is_new = np.array([False, True, True, True, False])
     assert score_lengths(sids, is_new, "full").tolist() == [3, 3, 3, 3, 0]
     assert score_lengths(sids, is_new, "codes").tolist() == [3, 2, 2, 2, 0]
+    assert score_lengths(sids, is_new, "all_codes").tolist() == [2, 2, 2, 2, 0]
     # in-sample: longest prefix shared with a warm item (item 0), at least min_len
     assert score_lengths(sids, is_new, "in_sample", min_len=1).tolist() == [3, 2, 1, 1, 0]
     assert score_lengths(sids, is_new, "in_sample").tolist() == [3, 2, 2, 2, 0]

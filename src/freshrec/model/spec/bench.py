@@ -73,7 +73,7 @@ def spec_benchmark_rows(
     self_drafter: SelfDrafter | None = None,
     self_draft_steps: int = 300,
     orders: Sequence[Order] = ("score", "accept"),
-    length_modes: Sequence[LengthMode] = ("codes", "in_sample"),
+    length_modes: Sequence[LengthMode] = ("codes", "all_codes", "in_sample"),
     log: list[dict[str, Any]] | None = None,
 ) -> list[EvalResult]:
     """EvalResults of speculative recommendation under the evaluation protocol, gamma tuned

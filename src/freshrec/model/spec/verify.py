@@ -26,7 +26,7 @@ from freshrec.model.beam_search import NEG_INF, BeamResult, _exclusion_mask
 from freshrec.semid.trie import SidTrie
 
 VerifyMethod = Literal["cached", "teacher"]
-LengthMode = Literal["codes", "full", "in_sample"]
+LengthMode = Literal["codes", "full", "in_sample", "all_codes"]
 
 
 # --------------------------------------------------------------------------- verification
@@ -133,9 +133,10 @@ def score_lengths(
     int64[n_items, P] (0 for items without a SID).
 
     "full": all P tokens for every item. "codes" (default): warm items P, new items P-1 (the
-    collision digit of a new item was never a training target). "in_sample" (the SpecGR
-    code): new items average only their longest SID prefix shared with some warm item, at
-    least `min_len` tokens.
+    collision digit of a new item was never a training target). "all_codes": every item P-1
+    (warm drafts get no bonus from their usually near-certain collision digit). "in_sample"
+    (the SpecGR code): new items average only their longest SID prefix shared with some warm
+    item, at least `min_len` tokens.
     """
     sids = np.asarray(sids, dtype=np.int64)
     n, P = sids.shape
@@ -146,11 +147,13 @@ def score_lengths(
     out = np.where(assigned, P, 0).astype(np.int64)
     if mode == "full":
         return torch.from_numpy(out)
-    if mode == "codes":
-        out[assigned & is_new] = P - 1
+    if mode in ("codes", "all_codes"):
+        out[assigned & (is_new | (mode == "all_codes"))] = P - 1
         return torch.from_numpy(out)
     if mode != "in_sample":
-        raise ConfigError(f"length mode must be 'codes', 'full' or 'in_sample', got {mode!r}")
+        raise ConfigError(
+            f"length mode must be 'codes', 'all_codes', 'full' or 'in_sample', got {mode!r}"
+        )
     key = np.zeros(n, dtype=np.int64)  # dense id of each item's prefix so far
     warm_rows = assigned & ~is_new
     shared = np.zeros(n, dtype=np.int64)  # longest prefix present among warm items
