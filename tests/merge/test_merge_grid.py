@@ -3,6 +3,7 @@ real trained checkpoints (streaming == in-memory; `freshrec merge` -> `freshrec 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -17,7 +18,7 @@ from typer.testing import CliRunner
 
 from freshrec.config import load_recipe as run_recipe
 from freshrec.data import load_movielens, time_split
-from freshrec.data.schema import Dataset, Split
+from freshrec.data.schema import Dataset, Interactions, Split
 from freshrec.embed import embed_texts
 from freshrec.embed.encoder import cache_path
 from freshrec.errors import ConfigError
@@ -229,7 +230,7 @@ def grid_dir(tmp_path_factory: pytest.TempPathFactory, ml_dir: Path) -> Path:
         args += ["--set", s]
     for name, group in DOMAINS.items():
         args += ["--domain", f"{name}={','.join(group)}"]
-    args += ["--phases", "0.6,0.8", "--pretrain-epochs", "2", "--phase-epochs", "1"]
+    args += ["--phases", "0.6,0.8", "--pretrain-epochs", "1", "--phase-epochs", "1"]
     args += ["--valid-requests", "30", "--phase-lr", "0.002"]
     res = CliRunner().invoke(app(), args)
     assert res.exit_code == 0, res.output
@@ -283,6 +284,19 @@ def test_resume_keeps_checkpoints_and_rejects_other_options(grid_dir: Path, ml_d
     assert (grid.path("phase2-all") / "model.safetensors").stat().st_mtime_ns == mtime
     with pytest.raises(ConfigError, match="other options"):
         build_grid(recipe, grid_dir, cfg.model_copy(update={"phase_epochs": 3}), progress=False)
+    ds = load_movielens(ml_dir)
+    keep = ds.interactions.user < 300  # other data, same recipe and options
+    inter = Interactions(
+        *(a[keep] for a in (ds.interactions.user, ds.interactions.item, ds.interactions.ts))
+    )
+    with pytest.raises(ConfigError, match="other options"):
+        build_grid(
+            recipe,
+            grid_dir,
+            cfg,
+            dataset=dataclasses.replace(ds, interactions=inter),
+            progress=False,
+        )
 
 
 @pytest.mark.parametrize("method", ["linear", "task_arithmetic", "ties", "dare_ties"])

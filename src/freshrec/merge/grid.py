@@ -44,6 +44,7 @@ import itertools
 import json
 import re
 import shutil
+import zlib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -517,16 +518,29 @@ def _window_info(split: Split, start: int, end: int, users: np.ndarray) -> dict[
     }
 
 
-def _spec(recipe: Recipe, cfg: GridConfig, domains: Mapping[str, Sequence[str]]) -> dict[str, Any]:
+def _spec(
+    recipe: Recipe, cfg: GridConfig, domains: Mapping[str, Sequence[str]], dataset: Dataset
+) -> dict[str, Any]:
     """What the checkpoints depend on (for resuming): the recipe without `eval`, `work_dir` and
-    the train fields the grid replaces, the grid options and the resolved domains."""
+    the train fields the grid replaces, the grid options, the resolved domains and a checksum
+    of the interactions."""
     rec = recipe.to_dict()
     for key in ("eval", "work_dir"):
         rec.pop(key, None)
     rec["train"].pop("epochs", None)
     if cfg.valid_requests is not None:
         rec["train"].pop("valid_requests", None)
-    return {"recipe": rec, "grid": cfg.model_dump(mode="json"), "domains": dict(domains)}
+    inter = dataset.interactions
+    crc = 0
+    for arr in (inter.user, inter.item, inter.ts):
+        crc = zlib.crc32(np.ascontiguousarray(arr).tobytes(), crc)
+    data = {"name": dataset.name, "n_items": dataset.n_items, "n": len(inter), "crc32": crc}
+    return {
+        "recipe": rec,
+        "grid": cfg.model_dump(mode="json"),
+        "domains": dict(domains),
+        "data": data,
+    }
 
 
 def _hash(spec: Mapping[str, Any]) -> str:
@@ -603,7 +617,7 @@ def build_grid(
     masks[ALL] = np.ones(dataset.n_items, dtype=bool)
     _check_windows(inter, bounds, phases, tracks, masks, cfg.min_window_interactions)
 
-    spec = _spec(recipe, cfg, domains)
+    spec = _spec(recipe, cfg, domains, dataset)
     spec_hash = _hash(spec)
     previous = _previous(out_dir, spec_hash, resume)
     save_split(split, ws.prepared)
