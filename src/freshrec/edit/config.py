@@ -60,6 +60,9 @@ class EditConfig(BaseModel):
     # --- bookkeeping
     batch_size: int = Field(1024, ge=1, description="requests per forward pass")
     reliability_beam: int = Field(20, ge=10, description="beam of the reliability check")
+    reliability_requests: int | None = Field(
+        2000, ge=1, description="seeded sample of edit requests checked (None = all)"
+    )
     measure_reliability: bool = True
     seed: int = 0
 

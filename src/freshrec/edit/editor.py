@@ -434,6 +434,10 @@ class GenRecEditor:
 
     def _reliability(self, pack: EditPack, extra: list[EditPack]) -> dict[str, float]:
         req = self.pack_requests(pack)
+        cap = self.config.reliability_requests
+        if cap is not None and len(req) > cap:  # a seeded sample, the same for every call
+            idx = np.sort(np.random.default_rng(0).choice(len(req), cap, replace=False))
+            req = req.subset(idx)
         hist = self.split.histories(req, self.model.config.max_history)
         ranker = GRRanker(
             self.model,
@@ -460,8 +464,9 @@ class GenRecEditor:
 
     def evaluate_reliability(self, pack: EditPack) -> dict[str, float]:
         """Share of the pack's edit requests whose full SID is the top-1 / in the top-10 of the
-        edited model over the full catalog (beam = config.reliability_beam). The model is
-        evaluated as currently hooked, plus `pack` if it is not applied yet."""
+        edited model over the full catalog (beam = config.reliability_beam; a seeded sample of
+        config.reliability_requests requests). The model is evaluated as currently hooked, plus
+        `pack` if it is not applied yet."""
         self._check_pack(pack)
         live = {tag for h in active_hooks(self.model) for tag in h.tags}
         return self._reliability(pack, [] if pack.pack_id in live else [pack])
