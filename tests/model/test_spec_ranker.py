@@ -17,6 +17,7 @@ from freshrec.model.spec import (
     SpecRanker,
     TextDrafter,
     finalize,
+    metric_value,
     spec_benchmark_rows,
     tune_gamma,
 )
@@ -151,6 +152,12 @@ def test_tune_gamma_uses_validation(real, ml_split):
     assert [r.extra["order"] for _, r in tuning.results] == ["score"] * 4 + ["accept"] * 4
     assert ranker.order == tuning.best_order
     assert tuning.best().extra == {**tuning.best().extra, "gamma": tuning.best_gamma}
+    best = tuning.best()
+    warm, cold = best.metrics.warm.recall[20], best.metrics.cold.recall[20]
+    assert metric_value(best, "macro:R@20") == pytest.approx((warm + cold) / 2)
+    assert metric_value(best, "cold:N@10") == best.metrics.cold.ndcg[10]
+    with pytest.raises(ConfigError):
+        metric_value(best, "R@7")
     with pytest.raises(ConfigError, match="validation"):
         tune_gamma(ranker, ml_split, "test", grid)
 

@@ -73,7 +73,8 @@ def spec_benchmark_rows(
     self_drafter: SelfDrafter | None = None,
     self_draft_steps: int = 300,
     orders: Sequence[Order] = ("score", "accept"),
-    length_modes: Sequence[LengthMode] = ("codes", "all_codes", "in_sample"),
+    suffix: str = "",
+    length_modes: Sequence[LengthMode] = ("codes", "all_codes", "in_sample", "full"),
     log: list[dict[str, Any]] | None = None,
 ) -> list[EvalResult]:
     """EvalResults of speculative recommendation under the evaluation protocol, gamma tuned
@@ -90,7 +91,8 @@ def spec_benchmark_rows(
     - "hybrid": text drafter verified by the edited model (`edited`: an EditStack -- its model
       with the packs applied -- or an edited model); skipped when `edited` is None.
     If `edited` is an EditStack on `model` itself, its edits are suspended for the base rows.
-    Results are named by `LABELS`; `extra` holds gamma, order, lengths, the validation
+    Results are named by `LABELS` (+ `suffix`, e.g. " [macro R@20]" when rows tuned for
+    another metric share a table); `extra` holds gamma, order, lengths, the validation
     value, drafter / verifier settings, tuning seconds and the test run's acceptance
     statistics (`spec_stats`). `log` (if given) receives each method's tuning table.
     """
@@ -128,7 +130,7 @@ def spec_benchmark_rows(
                 beam_size=beam_size,
                 batch_size=batch_size,
                 is_new=split.is_new,
-                name=LABELS[method],
+                name=LABELS[method] + suffix,
             )
             tuning = tune_gamma(
                 ranker,

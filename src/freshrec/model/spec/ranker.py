@@ -425,13 +425,21 @@ class _Fixed:
 
 
 def metric_value(result: EvalResult, metric: str) -> float:
-    """`[subset:]R@K` or `[subset:]N@K` of an EvalResult (subset overall | warm | cold)."""
+    """`[subset:]R@K` or `[subset:]N@K` of an EvalResult; subset overall (default) | warm |
+    cold | macro (the mean of the warm and cold values, so that the few cold requests weigh
+    as much as the warm ones; NaN subsets count as 0)."""
     subset, _, name = metric.rpartition(":")
-    sub = getattr(result.metrics, subset or "overall")
     kind, _, k = name.partition("@")
-    table = {"R": sub.recall, "N": sub.ndcg}.get(kind.upper())
-    if table is None or int(k) not in table:
+    subset = subset or "overall"
+    if subset == "macro":
+        vals = [metric_value(result, f"{s}:{name}") for s in ("warm", "cold")]
+        return float(np.mean(np.nan_to_num(vals)))
+    if subset not in ("overall", "warm", "cold") or kind.upper() not in ("R", "N"):
         raise ConfigError(f"unknown metric {metric!r} (use e.g. 'R@20', 'N@10', 'cold:R@20')")
+    sub = getattr(result.metrics, subset)
+    table = sub.recall if kind.upper() == "R" else sub.ndcg
+    if not k.isdigit() or int(k) not in table:
+        raise ConfigError(f"metric {metric!r}: K={k} was not computed (K in {sorted(table)})")
     return float(table[int(k)])
 
 
