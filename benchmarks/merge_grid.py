@@ -152,7 +152,7 @@ def make_setup(quick: bool, test_requests: int | None, valid_requests: int | Non
     return Setup(
         overrides=tuple(base),
         grid=GridConfig(
-            domains=DOMAINS, pretrain_epochs=4, phase_epochs=3, phase_lr=2e-3, valid_requests=200
+            domains=DOMAINS, pretrain_epochs=4, phase_epochs=3, phase_lr=2e-3, valid_requests=300
         ),
         retrain_epochs=5,  # ~500 optimiser steps, as many as the whole grid (pretrain + phases)
         test_requests=test_requests or 500,
@@ -880,10 +880,10 @@ def render(
         f"`{proto['recipe_overrides'][0]}`, batch 64, lr 3e-3 (recipe overrides: "
         f"`{' '.join(o for o in proto['recipe_overrides'] if not o.startswith('data.path'))}`); "
         f"{gc['pretrain_epochs']} pretrain epochs, "
-        f"{gc['phase_epochs']} per phase at lr {gc['phase_lr']}; early stopping on the next "
-        "window's requests (the best epoch is kept).",
+        f"{gc['phase_epochs']} per phase at lr {gc['phase_lr']}; each keeps its best epoch "
+        f"on {gc['valid_requests']} of its context's validation-period requests.",
         "- Retrain: the same model from the same initial weights on the union of the data (all "
-        f"items, whole training period), {proto['retrain_epochs']} epochs, early stopping on the "
+        f"items, whole training period), {proto['retrain_epochs']} epochs, best epoch on the "
         "validation period.",
         "- Evaluation: each context's own requests (domain-filtered histories, last 20 items) "
         "ranked over the context's items incl. new ones (beam "

@@ -69,6 +69,7 @@ def _grid_options(
     phase_lr: float | None,
     valid_requests: int | None,
     include_all: bool | None,
+    validate_on: str | None = None,
 ) -> Any:
     """GridConfig from an optional YAML file, overridden by the command-line options."""
     import yaml
@@ -107,6 +108,7 @@ def _grid_options(
         "phase_lr": phase_lr,
         "valid_requests": valid_requests,
         "include_all": include_all,
+        "validate_on": validate_on,
     }
     data.update({k: v for k, v in given.items() if v is not None})
     return GridConfig.parse(data, source=str(grid_file) if grid_file else "grid options")
@@ -135,6 +137,9 @@ def grid(
     phase_epochs: Annotated[int | None, typer.Option()] = None,
     phase_lr: Annotated[float | None, typer.Option(help="lr of later phases")] = None,
     valid_requests: Annotated[int | None, typer.Option(help="per-epoch validation")] = None,
+    validate_on: Annotated[
+        str | None, typer.Option(help="valid (validation period) | next (the next window)")
+    ] = None,
     include_all: Annotated[
         bool | None, typer.Option("--all/--no-all", help="train the all-items track")
     ] = None,
@@ -156,6 +161,7 @@ def grid(
         phase_lr,
         valid_requests,
         include_all,
+        validate_on,
     )
     built = build_grid(load_run_recipe(recipe, set_ or []), out_dir, cfg, resume=not rebuild)
     table = Table(title=f"grid {out_dir} ({built.dataset})")

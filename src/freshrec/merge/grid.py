@@ -21,8 +21,9 @@ phase2-<d>                    d's items, targets in phase 2                  <- 
 ```
 
 Each phase continues from the previous checkpoint of its track (`pipeline.train(init_from=)`),
-as incremental training does in production, and early-stops on the requests of the **next**
-window of its own data (phase k on phase k+1; the last phase on the validation period).
+as incremental training does in production, and keeps its best epoch on its own context's
+validation-period requests (`validate_on="valid"`, default) or on the requests of the window
+after its own (`"next"`: pretrain on phase 1, ..., the last phase on the validation period).
 
 Layout of `out_dir` (a freshrec work folder, so `freshrec evaluate --set work_dir=<out_dir>`
 scores any grid or merged checkpoint against the grid's tokenizer):
@@ -115,6 +116,12 @@ class GridConfig(BaseModel):
     pretrain_epochs: int = Field(4, ge=1)
     phase_epochs: int = Field(3, ge=1)
     phase_lr: float | None = Field(None, gt=0, description="lr of later phases (None = recipe)")
+    validate_on: Literal["valid", "next"] = Field(
+        "valid",
+        description="early stopping of every checkpoint on its context's requests of the time "
+        "split's validation period ('valid', as EVAL.md tunes everything), or of the window "
+        "after the checkpoint's own ('next': pretrain on phase 1, ..., the last on validation)",
+    )
     valid_requests: int | None = Field(
         300, ge=1, description="validation requests per epoch (None = recipe's)"
     )
@@ -679,8 +686,15 @@ def build_grid(
 
     def train_one(name: str, k: int, track: str, parent: str, epochs: int, lr: float) -> None:
         """Train window k (0 = pretrain) of `track` from checkpoint `parent`."""
-        valid_end = int(bounds[k + 2]) if k + 2 < len(bounds) else int(cut2)
-        ctx = context_split(dataset, (int(bounds[k + 1]), valid_end), masks[track])
+        end = int(bounds[k + 1])
+        if cfg.validate_on == "valid":  # the time split's validation period, for every checkpoint
+            valid_start, valid_end = int(cut1), int(cut2)
+        else:  # the next window of the context's data
+            valid_start, valid_end = end, int(bounds[k + 2]) if k + 2 < len(bounds) else int(cut2)
+        ctx = context_split(dataset, (end, valid_end), masks[track])
+        if valid_start > end:  # drop requests between the window's end and the validation start
+            v_ts = ctx.seq_ts[ctx.seq_offsets[ctx.valid.user] + ctx.valid.pos]
+            ctx = dataclasses.replace(ctx, valid=ctx.valid.subset(v_ts >= valid_start))
         start = None if k == 0 else int(bounds[k])
         examples = window_examples(recipe.model, ctx, sid_tokens, vocab, start)
         users, _ = window_positions(ctx, start)
@@ -712,7 +726,8 @@ def build_grid(
             path=rel(name),
             window=_window_info(ctx, int(bounds[k]), int(bounds[k + 1]), users),
             validation={
-                "start": int(bounds[k + 1]),
+                "on": cfg.validate_on,
+                "start": valid_start,
                 "end": valid_end,
                 "n_requests": len(ctx.valid),
                 "sampled": train_cfg.valid_requests,
