@@ -189,6 +189,8 @@ def test_config_validation_and_paths(tmp_path: Path):
     assert paths.edits_dir == paths.state_dir / "edits"
     assert paths.db_url == f"sqlite:///{(paths.state_dir / 'catalog.db').resolve()}"
     assert cfg.edit_config().measure_reliability is False
+    assert cfg.threads() >= 1
+    assert ServeConfig(checkpoint=tmp_path, torch_threads=3).threads() == 3
     with pytest.raises(ConfigError, match="invalid edit config"):
         ServeConfig(checkpoint=tmp_path, edit={"lam": -1}).edit_config()
 

@@ -78,7 +78,9 @@ class ServeConfig(BaseModel):
     edit_seed: int = 0
     warmup: bool = Field(True, description="compute edit statistics at start, not on 1st edit")
     # --- process
-    torch_threads: int | None = Field(None, ge=1, description="torch intra-op threads")
+    torch_threads: int | None = Field(
+        None, ge=1, description="torch intra-op threads (None = half the cores, at least 1)"
+    )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     log_level: str = "info"
@@ -112,6 +114,14 @@ class ServeConfig(BaseModel):
     def load_recipe(self) -> Recipe:
         extra = [f"work_dir={self.work_dir}"] if self.work_dir is not None else []
         return load_recipe(self.recipe, [*self.overrides, *extra])
+
+    def threads(self) -> int:
+        """torch intra-op threads. Default: half the cores, because two model workers (the
+        recommender and the editor) run at once and share them; on 2 cores, 1 thread each
+        cut p99 latency at concurrency 8 by half compared with 2 (benchmarks/serve_bench.py)."""
+        if self.torch_threads is not None:
+            return self.torch_threads
+        return max(1, (os.cpu_count() or 2) // 2)
 
     def edit_config(self) -> EditConfig:
         return EditConfig.from_dict({**self.edit, "seed": self.edit_seed})

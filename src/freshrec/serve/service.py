@@ -35,7 +35,7 @@ import threading
 import time
 import zlib
 from collections import defaultdict, deque
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -285,8 +285,7 @@ class Service:
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
         self.api_key = config.api_key()
-        if config.torch_threads:
-            torch.set_num_threads(config.torch_threads)
+        torch.set_num_threads(config.threads())
         self.recipe = config.load_recipe()
         self.paths = config.paths(self.recipe)
         ws = self.paths.workspace
@@ -482,19 +481,21 @@ class Service:
         return p if p.is_absolute() else self.edits_dir / p
 
     # ================================================================== views
-    def _live_mask(self, n: int) -> tuple[np.ndarray, np.ndarray]:
+    def _live_mask(self, n: int, extra: Collection[int] = ()) -> tuple[np.ndarray, np.ndarray]:
         new = np.zeros(n, dtype=bool)
         for s in self._added.values():
             if s.status == LIVE:
                 new[s.idx] = True
+        new[list(extra)] = True
         full = new.copy()
         full[: self.n_split] |= self.is_warm
         return full, new
 
-    def _build_view(self) -> View:
-        """A fresh view of the current table and statuses (caller holds _state_lock)."""
+    def _build_view(self, extra_live: Collection[int] = ()) -> View:
+        """A fresh view of the current table and statuses, plus `extra_live` item indices
+        (caller holds _state_lock)."""
         sids = self.table.sids
-        full_mask, new_mask = self._live_mask(sids.shape[0])
+        full_mask, new_mask = self._live_mask(sids.shape[0], extra_live)
         full = SidTrie.from_table(sids, self.vocab, full_mask)
         new = SidTrie.from_table(sids, self.vocab, new_mask)
         return View(
@@ -594,14 +595,40 @@ class Service:
                         ex[r, : len(q.history)] = q.history
                     exclude = torch.from_numpy(ex)
                 k = max(q.top_k for q in qs)
-                # a beam yields at least one item at the last level: beam >= k gives k items
+                items, scores = self._search(trie, tokens, k, exclude)
+                # beams whose items were all excluded (seen) can leave a row short of k
+                # items: search those rows again with a wider beam
+                want = np.asarray(
+                    [min(q.top_k, n_cat - len(set(q.history.tolist()))) for q in qs]
+                    if exclude_seen
+                    else [min(q.top_k, n_cat) for q in qs]
+                )
                 beam = max(self.config.beam_size, k)
-                res = beam_search(self.model, tokens, trie, beam, k, exclude=exclude)
-                items = res.items.cpu().numpy()
-                scores = res.scores.cpu().numpy()
+                for _ in range(3):
+                    short = np.flatnonzero((items[:, :k] >= 0).sum(1) < want)
+                    if short.size == 0 or beam >= n_cat:
+                        break
+                    beam *= 4
+                    sub = exclude[short] if exclude is not None else None
+                    items_s, scores_s = self._search(trie, tokens[short], k, sub, beam)
+                    items[short], scores[short] = items_s, scores_s
                 for r, (i, q) in enumerate(zip(members, qs, strict=True)):
                     out[i] = (items[r, : q.top_k], scores[r, : q.top_k])
         return out
+
+    def _search(
+        self,
+        trie: SidTrie,
+        tokens: torch.Tensor,
+        k: int,
+        exclude: torch.Tensor | None,
+        beam: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        # a beam yields at least one item at the last level unless it is excluded, so
+        # beam >= k gives k items in the common case
+        beam = max(self.config.beam_size, k) if beam is None else beam
+        res = beam_search(self.model, tokens, trie, beam, k, exclude=exclude)
+        return res.items.cpu().numpy(), res.scores.cpu().numpy()
 
     # ================================================================== items
     def _known(self, item_id: str) -> bool:
@@ -845,7 +872,20 @@ class Service:
                     self._cond.notify_all()
                 return
             self.edit_stack.push(pack)
+            seconds = time.perf_counter() - t0
+            self._last_edit = {
+                "pack_id": pack.pack_id,
+                "items": len(todo),
+                "seconds": round(seconds, 3),
+                "timings": pack.timings,
+            }
             with self._state_lock:
+                # the trie and the model change together; statuses flip after both, so an
+                # item reported live is always recommendable
+                view = self._build_view(extra_live={self._added[i].idx for i in live})
+                with self._model_lock:
+                    self.serve_stack.push(pack)
+                    self._view = view
                 for i in live:
                     s = self._added[i]
                     s.status, s.pack_id, s.live_at, s.error = LIVE, pack.pack_id, now, None
@@ -853,24 +893,13 @@ class Service:
                     s = self._added[i]
                     s.status, s.pack_id = FAILED, pack.pack_id
                     s.error = "no training context among its text neighbours"
-                view = self._build_view()
-                with self._model_lock:
-                    self.serve_stack.push(pack)
-                    self._view = view
                 self._update_gauges()
-            seconds = time.perf_counter() - t0
             self.metrics.observe("freshrec_edit_seconds", seconds)
             self.metrics.inc("freshrec_edits_total", labels={"result": "applied"})
             for i in live:
                 t_in = self._enqueued_at.pop(i, None)
                 if t_in is not None:
-                    self.metrics.observe("freshrec_item_live_seconds", now - t_in)
-            self._last_edit = {
-                "pack_id": pack.pack_id,
-                "items": len(todo),
-                "seconds": round(seconds, 3),
-                "timings": pack.timings,
-            }
+                    self.metrics.observe("freshrec_item_live_seconds", time.time() - t_in)
             log.info("edit pack %s: %d item(s) live in %.2f s", pack.pack_id, len(live), seconds)
 
     def _fail(self, item_ids: list[str], reason: str) -> None:
