@@ -36,16 +36,18 @@ def invoke(*args: str, work: Path, extra: list[str] | None = None):
     return runner.invoke(app, argv)
 
 
-@pytest.fixture(scope="module")
-def work(tmp_path_factory, ml_dataset, ml_emb) -> Path:
-    """A work folder whose embedding cache is pre-seeded from the test cache (same texts)."""
-    work = tmp_path_factory.mktemp("work")
-    texts = ml_dataset.items.texts
+def seeded_work(work: Path, texts: list[str]) -> Path:
+    """`work` with its embedding cache pre-seeded from the test cache (same texts, same key)."""
     src = cache_path(Path(__file__).resolve().parents[1] / ".freshrec" / "test-cache", texts)
     dst = cache_path(work / "ml-latest-small" / "embeddings", texts)
     dst.parent.mkdir(parents=True)
     shutil.copy(src, dst)
     return work
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory, ml_dataset, ml_emb) -> Path:
+    return seeded_work(tmp_path_factory.mktemp("work"), ml_dataset.items.texts)
 
 
 def test_pipeline_end_to_end(work: Path):
@@ -103,3 +105,16 @@ def test_bad_override_and_missing_stage_are_clear_errors(tmp_path: Path):
     res = runner.invoke(app, ["prepare", "--recipe", str(tmp_path / "nope.yaml")])
     assert res.exit_code == 2
     assert "neither a file nor a built-in recipe" in res.output
+
+
+def test_demo_runs_the_whole_pipeline(tmp_path_factory, ml_dataset, ml_emb):
+    """`freshrec demo` (the README's main command) with a tiny recipe: every stage's output."""
+    work = seeded_work(tmp_path_factory.mktemp("demo"), ml_dataset.items.texts)
+    res = invoke("demo", work=work)
+    assert res.exit_code == 0, res.output
+    root = work / "ml-latest-small"
+    assert (root / "prepared").is_dir()
+    assert (root / "tokenizer" / "report.json").exists()
+    assert (root / "checkpoints" / "causal-s0" / "best" / "model.safetensors").exists()
+    assert (root / "reports" / "evaluate" / "results.md").exists()
+    assert "done in" in res.output
