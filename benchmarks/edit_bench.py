@@ -3,7 +3,7 @@ without retraining and compare with the unedited model, fine-tuning, a full retr
 ablations and a text-similarity baseline on the same test requests.
 
     python benchmarks/edit_bench.py [--archs causal[,tiger]] [--items 0] [--seeds 0,1,2]
-                                    [--lams 300,1000,3000,10000] [--quick]
+                                    [--lams 3000,10000,30000,100000,300000] [--quick]
 
 Base models: the GR benchmark's checkpoints benchmarks/.work/ml-latest-small/checkpoints/
 <arch>-s0/ (trained by benchmarks/gr_bench.py; the script waits while they train).
@@ -620,12 +620,23 @@ def run_arch(ctx: Ctx, arch: str, primary: bool) -> dict[str, Any]:
     if primary and not args.skip_sequential:
         # --- retention: 5 sequential packs over a seeded partition of the edited items
         batches = np.array_split(np.random.default_rng(0).permutation(ctx.items), 5)
-        seq: dict[str, Any] = {"batches": [len(b) for b in batches], "seed": s0}
+        # K K^T sums over a batch's requests, C_p is a mean: lam / n carries over (EDITING.md)
+        seq_lam = lam / len(batches)
+        seq_editor = GenRecEditor(
+            model,
+            ckpt,
+            split,
+            table,
+            ctx.emb,
+            EditConfig(lam=seq_lam, measure_reliability=False),
+            ctx.cache,
+        )
+        seq: dict[str, Any] = {"batches": [len(b) for b in batches], "seed": s0, "lam": seq_lam}
         with EditStack(model, ckpt) as stack:
             t_seq = 0.0
             for i, b in enumerate(batches):
                 with Clock() as clock:
-                    pack = editor.edit(np.sort(b), seed=s0, previous=stack.packs)
+                    pack = seq_editor.edit(np.sort(b), seed=s0, previous=stack.packs)
                 t_seq += clock.wall
                 stack.push(pack)
                 rk = gr(r, model, table, ts.split, "full", "seq")
@@ -857,7 +868,8 @@ def detail_lines(a: dict[str, Any], args: argparse.Namespace) -> list[str]:
     if "sequential" in a:
         q = a["sequential"]
         L += [
-            f"Retention (5 sequential packs over a seeded partition of the edited items "
+            f"Retention (5 sequential packs over a seeded partition of the edited items, "
+            f"lambda {q['lam']:g} = the chosen lambda / 5 as each pack has 1/5 of the requests "
             f"{q['batches']}, pseudo seed {q['seed']}, MEMIT, earlier packs live while editing):"
             f" pack 1's reliability top-10 right after it {q['pack1_after_1']['top10']:.3f} "
             f"(top-1 {q['pack1_after_1']['top1']:.3f}), after all 5 packs "
@@ -1030,7 +1042,7 @@ def parse_args() -> argparse.Namespace:
         default=1000,
         help="validation warm requests for tuning (+ every edited-item request)",
     )
-    ap.add_argument("--lams", default="300,1000,3000,10000", help="lambda grid (validation)")
+    ap.add_argument("--lams", default="3000,10000,30000,100000,300000", help="lambda grid")
     ap.add_argument("--ft-lr", type=float, default=1e-3, help="fine-tuning learning rate")
     ap.add_argument("--rel-requests", type=int, default=1000, help="edit requests per check")
     ap.add_argument("--retrain-archs", default="causal", help="archs retrained from scratch")
@@ -1049,7 +1061,7 @@ def parse_args() -> argparse.Namespace:
         args.requests, args.valid_requests, args.rel_requests = 300, 150, 100
         args.warm_requests = args.warm_requests or 150
         args.seeds = "0,1" if args.seeds == "0,1,2" else args.seeds
-        args.lams = "300,3000" if args.lams == "300,1000,3000,10000" else args.lams
+        args.lams = "300,3000" if args.lams == "3000,10000,30000,100000,300000" else args.lams
         args.retrain_epochs = args.retrain_epochs or 1
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.ft_seeds = [int(s) for s in args.ft_seeds.split(",")] if args.ft_seeds else args.seeds

@@ -3,9 +3,9 @@ save the edit pack; `recommend_with_edits` serves recommendations with packs app
 Register the command on the app with `register(app)`.
 
 ```
-freshrec edit .freshrec/ml-latest-small/checkpoints/causal-s0/best --set model.recipe=causal_cpu
-freshrec edit CKPT --items 193565,193567 --set edit.lam=1000 --out packs/two
-freshrec recommend --user 1 --checkpoint CKPT --edit .freshrec/ml-latest-small/edits/<pack_id>
+freshrec edit .freshrec/ml-latest-small/checkpoints/causal-s0   # all new items -> <work>/edits/
+freshrec edit CKPT --items 187593,188301 --set edit.lam=300 --out packs/two  # two given ids
+freshrec recommend --user 1 --checkpoint CKPT --edit packs/two
 ```
 
 Overrides: `--set edit.<key>=<value>` sets an `EditConfig` field (e.g. `edit.lam`,
@@ -44,7 +44,7 @@ SetOpt = Annotated[
         "--set",
         "-s",
         help="override: edit.<key>=v (EditConfig, e.g. edit.lam=1000) or a recipe key "
-        "(e.g. model.recipe=causal_cpu); repeatable",
+        "(e.g. train.seed=1); repeatable",
     ),
 ]
 
