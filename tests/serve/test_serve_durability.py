@@ -144,3 +144,18 @@ def test_corrupt_pack_goes_back_to_pending(serve_base, state):
     assert d.proc.returncode in (0, -15)  # uvicorn re-raises SIGTERM after shutting down
     assert "Application shutdown complete" in d.logs()
     assert time.monotonic() - t0 < 30
+
+
+def test_state_refuses_another_checkpoint(serve_base, tmp_path):
+    """A state folder belongs to one checkpoint: serving another one on it is refused."""
+    from freshrec.serve.catalog import CatalogStore
+
+    state = tmp_path / "state"
+    store = CatalogStore(f"sqlite:///{state / 'catalog.db'}")
+    store.set_meta({"checkpoint_hash": "0" * 64})  # as written by a service of another model
+    store.close()
+    srv = Server(serve_base.config(state), tmp_path, "other")
+    with pytest.raises(RuntimeError, match="server exited with 2"):
+        srv.start()
+    assert "belongs to another checkpoint" in srv.logs()
+    assert "new --state-dir" in srv.logs()

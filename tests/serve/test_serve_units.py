@@ -135,6 +135,15 @@ def test_catalog_store_is_wal_and_transactional(tmp_path: Path):
     again.close()
 
 
+def test_catalog_store_meta_is_write_once(tmp_path: Path):
+    store = CatalogStore(f"sqlite:///{tmp_path / 'c.db'}")
+    assert store.meta() == {}
+    store.set_meta({"tokenizer_fingerprint": "a", "checkpoint_hash": "b"})
+    store.set_meta({"tokenizer_fingerprint": "z", "data_hash": "c"})
+    assert store.meta() == {"tokenizer_fingerprint": "a", "checkpoint_hash": "b", "data_hash": "c"}
+    store.close()
+
+
 def test_catalog_store_bad_url():
     with pytest.raises(ConfigError, match="cannot open the catalog database"):
         CatalogStore("nosuchdialect://x")

@@ -1,6 +1,6 @@
 """The service's durable state: items added through the API and the edit ledger.
 
-Two tables (SQLAlchemy Core, so any SQLAlchemy database URL works):
+Three tables (SQLAlchemy Core, so any SQLAlchemy database URL works):
 
     items   one row per item added through the API: item_id (unique), idx (the model-side item
             index, unique), title, text (what was embedded), sid ("c0-c1-c2-d"), embedding
@@ -10,6 +10,8 @@ Two tables (SQLAlchemy Core, so any SQLAlchemy database URL works):
     edits   the edit ledger, one row per pack in application order (seq): pack_id,
             created_at, items (JSON list of item ids), path (pack folder), status: applied |
             rolled_back | lost (folder missing or corrupt at start; its items were re-queued).
+    meta    what the state belongs to: tokenizer fingerprint, checkpoint content hash, prepared
+            data hash (the service refuses to start on another checkpoint or tokenizer).
 
 The warm catalog the model was trained on is not copied here: it is the prepared split.
 
@@ -72,6 +74,14 @@ edits_table = sa.Table(
     sa.Column("status", sa.String(16), nullable=False, index=True),
     sa.Column("changed_at", sa.Float, nullable=True),
     sa.Column("note", sa.Text, nullable=True),
+)
+
+
+meta_table = sa.Table(
+    "meta",
+    metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
 )
 
 
@@ -202,6 +212,19 @@ class CatalogStore:
         """A SQLite PRAGMA value (tests check WAL / synchronous)."""
         with self.engine.connect() as conn:
             return conn.exec_driver_sql(f"PRAGMA {name}").scalar()
+
+    # ------------------------------------------------------------------ meta
+    def meta(self) -> dict[str, str]:
+        with self.engine.connect() as conn:
+            return {row[0]: row[1] for row in conn.execute(sa.select(meta_table))}
+
+    def set_meta(self, values: dict[str, str]) -> None:
+        """Insert keys that are not there yet (existing values are never overwritten)."""
+        have = self.meta()
+        new = [{"key": k, "value": v} for k, v in values.items() if k not in have]
+        if new:
+            with self.engine.begin() as conn:
+                conn.execute(meta_table.insert(), new)
 
     # ------------------------------------------------------------------ items
     def add_items(self, rows: Sequence[ItemRow]) -> None:

@@ -79,7 +79,10 @@ class ServeConfig(BaseModel):
     warmup: bool = Field(True, description="compute edit statistics at start, not on 1st edit")
     # --- process
     torch_threads: int | None = Field(
-        None, ge=1, description="torch intra-op threads (None = half the cores, at least 1)"
+        None, ge=1, description="torch threads of the recommender (None = half the cores)"
+    )
+    edit_threads: int | None = Field(
+        None, ge=1, description="torch threads of the edit worker (None = half the cores)"
     )
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
@@ -116,11 +119,18 @@ class ServeConfig(BaseModel):
         return load_recipe(self.recipe, [*self.overrides, *extra])
 
     def threads(self) -> int:
-        """torch intra-op threads. Default: half the cores, because two model workers (the
-        recommender and the editor) run at once and share them; on 2 cores, 1 thread each
-        cut p99 latency at concurrency 8 by half compared with 2 (benchmarks/serve_bench.py)."""
+        """torch intra-op threads of the recommendation worker. Default: half the cores, so
+        that an edit running at the same time keeps the rest; on 2 cores, 1 thread instead of 2
+        halved p99 latency at concurrency 8 (benchmarks/serve_bench.py)."""
         if self.torch_threads is not None:
             return self.torch_threads
+        return max(1, (os.cpu_count() or 2) // 2)
+
+    def edit_thread_count(self) -> int:
+        """torch intra-op threads of the edit worker. Default: half the cores (the other half
+        serves recommendations; oversubscribing 2 busy cores slowed both down)."""
+        if self.edit_threads is not None:
+            return self.edit_threads
         return max(1, (os.cpu_count() or 2) // 2)
 
     def edit_config(self) -> EditConfig:

@@ -46,6 +46,7 @@ import torch
 
 from freshrec.data import load_split
 from freshrec.edit import EditPack, EditStack, GenRecEditor
+from freshrec.edit.covariance import split_hash
 from freshrec.embed import embed_texts
 from freshrec.embed.encoder import EMBED_DIM, TextEmbedder
 from freshrec.errors import CheckpointError, ConfigError, FreshrecError
@@ -285,7 +286,8 @@ class Service:
     def __init__(self, config: ServeConfig) -> None:
         self.config = config
         self.api_key = config.api_key()
-        torch.set_num_threads(config.threads())
+        # torch's OpenMP thread count is per calling thread: each worker sets its own
+        self._rec_threads = config.threads()
         self.recipe = config.load_recipe()
         self.paths = config.paths(self.recipe)
         ws = self.paths.workspace
@@ -352,6 +354,7 @@ class Service:
         self._last_edit: dict[str, Any] | None = None
         self._view: View | None = None
         self._threads: list[threading.Thread] = []
+        self._check_identity()
         self.batcher: MicroBatcher[RecQuery, tuple[np.ndarray, np.ndarray]] = MicroBatcher(
             self._rank_batch,
             max_batch=config.max_batch,
@@ -384,10 +387,29 @@ class Service:
         self.store.close()
 
     def _load_embedder(self) -> None:
-        with contextlib.suppress(Exception):
-            _ = self.embedder.model  # loads MiniLM once, so the first POST is not slower
+        # load MiniLM and run it once, so that the first POST is not slower than the others
+        with contextlib.suppress(Exception), self._embed_lock:
+            self.embedder.encode(["warm-up"], progress=False)
 
     # ================================================================== recovery
+    def _check_identity(self) -> None:
+        """The state folder belongs to one checkpoint + tokenizer + prepared data."""
+        want = {
+            "tokenizer_fingerprint": self.tokenizer.fingerprint,
+            "checkpoint_hash": self.serve_stack.base_hash,
+            "data_hash": split_hash(self.split),
+        }
+        have = self.store.meta()
+        wrong = [k for k, v in want.items() if k in have and have[k] != v]
+        if wrong:
+            raise ConfigError(
+                f"the service state in {self.paths.state_dir} ({self.paths.db_url}) belongs to "
+                f"another {', '.join(w.split('_')[0] for w in wrong)} "
+                f"({', '.join(f'{k}={have[k]}' for k in wrong)}); serve this checkpoint with a "
+                "new --state-dir (its items can be posted again)"
+            )
+        self.store.set_meta(want)
+
     def _recover(self) -> None:
         rows = self.store.items()
         n_total = max([self.n_split, *[r.idx + 1 for r in rows]])
@@ -571,6 +593,8 @@ class Service:
         for i, q in enumerate(queries):
             groups[(q.only_new, q.exclude_seen)].append(i)
         H = self.max_history
+        if torch.get_num_threads() != self._rec_threads:
+            torch.set_num_threads(self._rec_threads)
         with self._model_lock:
             view = self._view
             assert view is not None
@@ -773,6 +797,7 @@ class Service:
 
     # ================================================================== edits
     def _edit_loop(self) -> None:
+        torch.set_num_threads(self.config.edit_thread_count())
         if self.config.warmup:
             self._editor_state = "warming"
             try:
@@ -964,6 +989,8 @@ class Service:
         view = self._view
         with self._cond:
             queued = len(self._queue)
+        with self._state_lock:
+            pending = sum(s.status == PENDING for s in self._added.values())
         return {
             "status": "ok",
             "editor": self._editor_state,
@@ -971,7 +998,7 @@ class Service:
             "queued": queued,
             "warm_items": int(self.is_warm.sum()),
             "live_new_items": view.n_new if view else 0,
-            "pending_items": sum(s.status == PENDING for s in self._added.values()),
+            "pending_items": pending,
             "packs_applied": len(self.serve_stack),
             "checkpoint": str(self.checkpoint),
             "arch": self.model.arch,
