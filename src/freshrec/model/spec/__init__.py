@@ -36,9 +36,11 @@ from freshrec.model.spec.selfdraft import (
 from freshrec.model.spec.verify import (
     BeamStepper,
     item_prefix_nodes,
+    mean_log_probs,
     prefix_mask,
     score_lengths,
     verify_scores,
+    verify_token_log_probs,
 )
 
 __all__ = [
@@ -56,6 +58,7 @@ __all__ = [
     "finalize",
     "item_features",
     "item_prefix_nodes",
+    "mean_log_probs",
     "metric_value",
     "prefix_mask",
     "recommend_spec",
@@ -66,4 +69,5 @@ __all__ = [
     "tune_gamma",
     "user_states",
     "verify_scores",
+    "verify_token_log_probs",
 ]
