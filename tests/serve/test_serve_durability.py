@@ -16,15 +16,20 @@ from freshrec.edit.pseudo import pseudo_requests
 
 
 @pytest.fixture(scope="module")
-def state(tmp_path_factory) -> dict:
-    """Shared across the (ordered) tests of this module: folders, servers, expectations."""
+def state(tmp_path_factory):
+    """Shared across the (ordered) tests of this module: folders, servers, expectations.
+    Every server still running at the end (a failed test) is killed."""
     root = tmp_path_factory.mktemp("serve-durable")
-    return {"root": root, "state": root / "state"}
+    shared = {"root": root, "state": root / "state", "servers": []}
+    yield shared
+    for srv in shared["servers"]:
+        srv.kill9()
 
 
 def start(serve_base, state: dict, name: str, **extra) -> Server:
-    srv = Server(serve_base.config(state["state"], **extra), state["root"], name).start()
-    state["server"] = srv
+    srv = Server(serve_base.config(state["state"], **extra), state["root"], name)
+    state["servers"].append(srv)
+    state["server"] = srv.start()
     return srv
 
 
@@ -155,7 +160,10 @@ def test_state_refuses_another_checkpoint(serve_base, tmp_path):
     store.set_meta({"checkpoint_hash": "0" * 64})  # as written by a service of another model
     store.close()
     srv = Server(serve_base.config(state), tmp_path, "other")
-    with pytest.raises(RuntimeError, match="server exited with 2"):
-        srv.start()
+    try:
+        with pytest.raises(RuntimeError, match="server exited with 2"):
+            srv.start()
+    finally:
+        srv.kill9()
     assert "belongs to another checkpoint" in srv.logs()
     assert "new --state-dir" in srv.logs()
