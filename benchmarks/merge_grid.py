@@ -262,6 +262,51 @@ class StateModel:
         return self.model.eval()
 
 
+def score_to_dict(sc: Score) -> dict[str, Any]:
+    return {
+        "metrics": sc.metrics,
+        "n": sc.n,
+        "per_request": sc.per_request.tolist(),
+        "seconds": sc.seconds,
+    }
+
+
+def score_from_dict(d: dict[str, Any]) -> Score:
+    return Score(d["metrics"], d["n"], np.asarray(d["per_request"]), d["seconds"])
+
+
+class Stages:
+    """Results of finished stages under `folder`, reused by a later run with the same `key`
+    (grid, retrain, budgets) so that a run killed half-way resumes instead of starting over.
+    Each stage records the evaluator's work it did (`_ev`), so totals stay those of one run."""
+
+    def __init__(self, folder: Path, key: dict[str, Any], ev: Evaluator) -> None:
+        self.folder, self.key, self.ev = folder, key, ev
+        self.reused: list[str] = []
+
+    def run(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        path = self.folder / f"{slug(name)}.json"
+        if path.exists():
+            stored = json.loads(path.read_text())
+            if stored["key"] == self.key:
+                self.reused.append(name)
+                ev = stored["data"]["_ev"]
+                self.ev.test_reads.update(tuple(x) for x in ev["test_reads"])
+                self.ev.valid_evals += ev["valid_evals"]
+                for part in ("valid", "test"):
+                    self.ev.seconds[part] += ev["seconds"][part]
+                return stored["data"]
+        before = (set(self.ev.test_reads), self.ev.valid_evals, dict(self.ev.seconds))
+        data = fn()
+        data["_ev"] = {
+            "test_reads": sorted(self.ev.test_reads - before[0]),
+            "valid_evals": self.ev.valid_evals - before[1],
+            "seconds": {k: self.ev.seconds[k] - before[2][k] for k in ("valid", "test")},
+        }
+        write_json(path, {"key": self.key, "data": data})
+        return data
+
+
 # ----------------------------------------------------------------------------- merges
 def recipe_of(
     method: str,
@@ -540,7 +585,7 @@ def main() -> None:
     out = args.out or (work / "results" if args.quick else ROOT / "results")
     grid_root = work / "grid"
     if args.fresh:
-        for p in (grid_root, work / "merged", work / "memory"):
+        for p in (grid_root, work / "merged", work / "memory", work / "stages"):
             shutil.rmtree(p, ignore_errors=True)
         (work / "retrain.json").unlink(missing_ok=True)
     recipe: Recipe = run_recipe("cpu", list(s.overrides))
@@ -604,6 +649,10 @@ def main() -> None:
         contexts[c] = Context(c, sp, mask & has_sid, trie, valid, test, len(sp.valid), len(sp.test))
     ev = Evaluator(sid_tokens)
     scores: dict[tuple[str, str], Score] = {}
+    tuning: dict[str, Any] = {}
+    contextual: dict[str, Any] = {}
+    chosen: dict[str, dict[str, Any]] = {}
+    merge_times: dict[str, list[float]] = {}
     loaded: dict[str, GenerativeRecommender] = {}
 
     def model_of(name: str) -> GenerativeRecommender:
@@ -612,13 +661,25 @@ def main() -> None:
         return loaded[name]
 
     # ---- single checkpoints and the retrain on test ----------------------------------------
+    stages = Stages(
+        work / "stages", {"grid": grid.spec_hash, "retrain": spec, "setup": repr(s)}, ev
+    )
     singles = ["pretrain", "phase1 (own track)"] + [f"phase2-{d}" for d in grid.tracks]
-    retrain_model = load_checkpoint(retrain_ckpt, expect_fingerprint=fp)
-    for c, ctx in contexts.items():
-        for row in singles:
-            name = f"phase1-{c}" if row.startswith("phase1") else row
-            scores[(row, c)] = ev.score(model_of(name), ctx, "test", row)
-        scores[(RETRAIN, c)] = ev.score(retrain_model, ctx, "test", RETRAIN)
+
+    def run_singles() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        retrain_model = load_checkpoint(retrain_ckpt, expect_fingerprint=fp)
+        for c, ctx in contexts.items():
+            for row in singles:
+                name = f"phase1-{c}" if row.startswith("phase1") else row
+                out[f"{row}\t{c}"] = score_to_dict(ev.score(model_of(name), ctx, "test", row))
+            out[f"{RETRAIN}\t{c}"] = score_to_dict(ev.score(retrain_model, ctx, "test", RETRAIN))
+        return {"scores": out}
+
+    for key, d in stages.run("singles", run_singles)["scores"].items():
+        row, c = key.split("\t")
+        scores[(row, c)] = score_from_dict(d)
+    for c in contexts:
         clock.say(f"{c}: " + ", ".join(f"{r} {scores[(r, c)].ndcg10:.4f}" for r in singles))
 
     # ---- merges: tuned on validation, then one test read each ------------------------------
@@ -626,14 +687,11 @@ def main() -> None:
     first_seen = first_seen_times(
         dataset.interactions.item, dataset.interactions.ts, dataset.n_items
     )
-    tuning: dict[str, Any] = {}
-    contextual: dict[str, Any] = {}
-    chosen: dict[str, dict[str, Any]] = {}
-    merge_times: dict[str, list[float]] = {}
-    for c, ctx in contexts.items():
+
+    def run_context(c: str, ctx: Context) -> dict[str, Any]:
         cache: dict[str, float] = {}
 
-        def val(recipe: MergeRecipe, ctx: Context = ctx, cache: dict = cache) -> float:
+        def val(recipe: MergeRecipe) -> float:
             key = json.dumps(recipe.summary(), sort_keys=True)
             if key not in cache:
                 model = state_model.load(merge_in_memory(recipe))
@@ -647,7 +705,7 @@ def main() -> None:
             for n in ("pretrain", f"phase1-{c}", f"phase2-{c}")
         }
 
-        def score_fn(state: dict[str, torch.Tensor], ctx: Context = ctx) -> float:
+        def score_fn(state: dict[str, torch.Tensor]) -> float:
             return ev.score(state_model.load(state), ctx, "valid", "contextual").ndcg10
 
         w, curve = choose_weight(
@@ -671,48 +729,72 @@ def main() -> None:
             reference=cut1,
         )
         points = {f"{x:g}": y for x, y in zip(s.contextual_weights, curve, strict=True)}
-        contextual[c] = {"chosen_weight": w, "curve": ends | points, "recency_share": share}
         crec = contextual_recipe(
             grid.path(f"phase1-{c}"), grid.path(f"phase2-{c}"), w, base=grid.path("pretrain")
         )
         cands.append(Candidate(CONTEXTUAL, crec, max(curve), {"weight_newer": w}, []))
-        tuning[c] = {
-            x.variant: {"valid_ndcg10": x.valid_ndcg10, "config": x.config, "trace": x.trace}
-            for x in cands
-        }
         best = max(cands, key=lambda x: x.valid_ndcg10)
+        out: dict[str, Any] = {
+            "contextual": {"chosen_weight": w, "curve": ends | points, "recency_share": share},
+            "tuning": {
+                x.variant: {"valid_ndcg10": x.valid_ndcg10, "config": x.config, "trace": x.trace}
+                for x in cands
+            },
+            "scores": {},
+            "merge_times": {},
+        }
         for cand in cands:
             folder = work / "merged" / c / slug(cand.variant)
             reps = s.merge_repeats if cand is best else 1
             secs = [
                 merge_checkpoints(cand.recipe, folder, progress=False).seconds for _ in range(reps)
             ]
-            merge_times.setdefault(cand.variant, []).extend(secs)
+            out["merge_times"][cand.variant] = secs
             merged = load_checkpoint(folder, expect_fingerprint=fp)
-            scores[(cand.variant, c)] = ev.score(merged, ctx, "test", cand.variant)
+            sc = ev.score(merged, ctx, "test", cand.variant)
+            out["scores"][cand.variant] = score_to_dict(sc)
             if cand is best:
-                chosen[c] = {
+                out["chosen"] = {
                     "variant": cand.variant,
                     "config": cand.config,
                     "valid_ndcg10": cand.valid_ndcg10,
                     "merge_seconds": statistics.median(secs),
-                    "folder": folder,
+                    "folder": str(folder),
                 }
+        return out
+
+    for c, ctx in contexts.items():
+        data = stages.run(f"context-{c}", lambda c=c, ctx=ctx: run_context(c, ctx))
+        contextual[c], tuning[c], chosen[c] = data["contextual"], data["tuning"], data["chosen"]
+        for variant, secs in data["merge_times"].items():
+            merge_times.setdefault(variant, []).extend(secs)
+        for variant, d in data["scores"].items():
+            scores[(variant, c)] = score_from_dict(d)
         clock.say(
-            f"{c}: validation picks {best.variant} {best.config} -> test N@10 "
-            f"{scores[(best.variant, c)].ndcg10:.4f}; contextual w={w:g} (recency {share:.3f})"
+            f"{c}: validation picks {chosen[c]['variant']} {chosen[c]['config']} -> test N@10 "
+            f"{scores[(chosen[c]['variant'], c)].ndcg10:.4f}; contextual "
+            f"w={contextual[c]['chosen_weight']:g} (recency {contextual[c]['recency_share']:.3f})"
         )
 
     # one merged model for every context: the merge chosen on the all-items context
     one_row = f"one merge for all: {chosen[ALL]['variant']}"
-    one = load_checkpoint(chosen[ALL]["folder"], expect_fingerprint=fp)
-    for c, ctx in contexts.items():
-        scores[(one_row, c)] = (
-            scores[(chosen[ALL]["variant"], c)] if c == ALL else ev.score(one, ctx, "test", one_row)
-        )
+
+    def run_one() -> dict[str, Any]:
+        one = load_checkpoint(chosen[ALL]["folder"], expect_fingerprint=fp)
+        return {
+            c: score_to_dict(ev.score(one, ctx, "test", one_row))
+            for c, ctx in contexts.items()
+            if c != ALL
+        }
+
+    for c, d in stages.run("one-merge", run_one).items():
+        if c != "_ev":
+            scores[(one_row, c)] = score_from_dict(d)
+    scores[(one_row, ALL)] = scores[(chosen[ALL]["variant"], ALL)]
 
     clock.say("measuring peak memory of 5-model merges (subprocesses)")
-    memory = memory_benchmark(grid, work, s)
+    memory = stages.run("memory", lambda: memory_benchmark(grid, work, s))
+    memory.pop("_ev", None)
 
     # ---- summary ---------------------------------------------------------------------------
     merge_rows = ["linear"] + [
@@ -817,6 +899,7 @@ def main() -> None:
             "test_seconds": ev.seconds["test"],
         },
         "total_seconds": time.perf_counter() - clock.t0,
+        "stages_reused_from_an_earlier_run": stages.reused,
     }
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "merge.json", report)
@@ -846,6 +929,7 @@ def render(
 ) -> str:
     """The markdown report; every number comes from `rep` / `scores`."""
     m, proto, t = rep["machine"], rep["protocol"], rep["targets"]
+    reused = rep["stages_reused_from_an_earlier_run"]
     day = lambda ts: time.strftime("%Y-%m-%d", time.gmtime(ts))  # noqa: E731
     b, (c1, c2) = grid.bounds, grid.cutoffs
     gc = proto["grid_config"]
@@ -866,7 +950,8 @@ def render(
         f"- dataset: {rep['dataset']}; split: {rep['split']}",
         f"- machine: {m['cores']} cores (shared with other jobs), torch {m['torch']} "
         f"({m['torch_threads']} thread), python {m['python']}, {m['platform']}",
-        f"- date: {rep['date']}; wall time of this run {rep['total_seconds'] / 60:.1f} min",
+        f"- date: {rep['date']}; wall time of this run {rep['total_seconds'] / 60:.1f} min"
+        + (f" (stages reused from an interrupted run: {', '.join(reused)})" if reused else ""),
         "",
         "## Setup",
         "",
