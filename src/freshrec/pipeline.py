@@ -320,17 +320,11 @@ def evaluate(
     return {"json": json_path, "md": md_path, "collapse": collapse, "positions": positions}
 
 
-def recommend_user(
-    recipe: Recipe, checkpoint: Path, user_id: str, top_k: int = 10, catalog: str = "full"
-) -> list[tuple[str, str, float, bool]]:
-    """Top-k (item id, title, log-prob, is_new) for a user from their whole sequence."""
+def user_history(split: Split, user_id: str, max_history: int) -> tuple[int, np.ndarray]:
+    """(user index, int64[1, max_history]) the last items of a user's whole sequence,
+    right-aligned and -1 padded. Unknown users and empty histories are clear errors."""
     from freshrec.errors import ConfigError, UnknownItemError
 
-    if catalog not in ("warm", "full"):
-        raise ConfigError(f"catalog must be 'warm' or 'full', got {catalog!r}")
-    split = load_prepared(recipe)
-    tokenizer, table = load_tokenized(recipe)
-    model = load_checkpoint(checkpoint, expect_fingerprint=tokenizer.fingerprint)
     users = {u: i for i, u in enumerate(split.dataset.user_ids)}
     if user_id not in users:
         raise UnknownItemError(f"unknown user id {user_id!r} (dataset has {len(users)} users)")
@@ -338,17 +332,39 @@ def recommend_user(
     seq = split.sequence(u)
     if len(seq) == 0:
         raise ConfigError(f"user {user_id!r} has an empty history")
-    hist = np.full((1, model.config.max_history), -1, dtype=np.int64)
-    tail = seq[-model.config.max_history :]
+    hist = np.full((1, max_history), -1, dtype=np.int64)
+    tail = seq[-max_history:]
     hist[0, -len(tail) :] = tail
-    ranker = gr_ranker(recipe, model, table, split, catalog=catalog)
-    items, scores = ranker.rank_histories(hist, np.array([u]), top_k)
-    items_meta = split.dataset.items
+    return u, hist
+
+
+def describe_items(
+    split: Split, items: np.ndarray, scores: np.ndarray
+) -> list[tuple[str, str, float, bool]]:
+    """(item id, title, score, is_new) of ranked items int[k] with scores float[k] (-1 skipped)."""
+    meta = split.dataset.items
     return [
-        (items_meta.ids[i], items_meta.titles[i], float(s), bool(split.is_new[i]))
-        for i, s in zip(items[0], scores[0], strict=True)
+        (meta.ids[i], meta.titles[i], float(s), bool(split.is_new[i]))
+        for i, s in zip(np.asarray(items).tolist(), np.asarray(scores).tolist(), strict=True)
         if i >= 0
     ]
+
+
+def recommend_user(
+    recipe: Recipe, checkpoint: Path, user_id: str, top_k: int = 10, catalog: str = "full"
+) -> list[tuple[str, str, float, bool]]:
+    """Top-k (item id, title, log-prob, is_new) for a user from their whole sequence."""
+    from freshrec.errors import ConfigError
+
+    if catalog not in ("warm", "full"):
+        raise ConfigError(f"catalog must be 'warm' or 'full', got {catalog!r}")
+    split = load_prepared(recipe)
+    tokenizer, table = load_tokenized(recipe)
+    model = load_checkpoint(checkpoint, expect_fingerprint=tokenizer.fingerprint)
+    u, hist = user_history(split, user_id, model.config.max_history)
+    ranker = gr_ranker(recipe, model, table, split, catalog=catalog)
+    items, scores = ranker.rank_histories(hist, np.array([u]), top_k)
+    return describe_items(split, items[0], scores[0])
 
 
 def demo(recipe: Recipe) -> dict[str, Path]:

@@ -18,6 +18,16 @@ from freshrec.train.distributed import init_from_env, shutdown
 from freshrec.train.trainer import Trainer, seed_everything
 
 N_EXAMPLES, BATCH, EPOCHS = 256, 64, 2
+CONFIG = ModelConfig(  # dropout 0: both runs must see the same forward passes
+    arch="tiger",
+    d_model=32,
+    d_ff=64,
+    num_layers=1,
+    num_heads=2,
+    d_kv=16,
+    dropout=0.0,
+    max_history=10,
+)
 
 
 def main(work: Path, out: Path) -> None:

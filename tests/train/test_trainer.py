@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import ddp_worker
 import pytest
 import torch
 
@@ -131,6 +132,6 @@ def test_two_process_ddp_matches_single_process(ml_split, ml_sids, tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-5, msg=key)
     # the comparison is meaningful only if training moved the weights away from the init
     seed_everything(0)
-    init = build_model(WORKER_CONFIG, tok.vocab).state_dict()
+    init = build_model(ddp_worker.CONFIG, tok.vocab).state_dict()
     moved = max(float((a[k] - init[k]).abs().max()) for k in a)
     assert moved > 1e-3

@@ -223,28 +223,14 @@ def recommend_with_edits(
     split = pipeline.load_prepared(recipe)
     tok, table = pipeline.load_tokenized(recipe)
     model = load_checkpoint(folder, expect_fingerprint=tok.fingerprint)
-    users = {u: i for i, u in enumerate(split.dataset.user_ids)}
-    if user_id not in users:
-        raise UnknownItemError(f"unknown user id {user_id!r} (dataset has {len(users)} users)")
-    u = users[user_id]
-    seq = split.sequence(u)
-    if len(seq) == 0:
-        raise ConfigError(f"user {user_id!r} has an empty history")
+    u, hist = pipeline.user_history(split, user_id, model.config.max_history)
     loaded = [EditPack.load(resolve_pack(recipe, p)) for p in packs]
-    hist = np.full((1, model.config.max_history), -1, dtype=np.int64)
-    tail = seq[-model.config.max_history :]
-    hist[0, -len(tail) :] = tail
     ranker = pipeline.gr_ranker(recipe, model, table, split, catalog="full")
     with EditStack(model, folder) as stack:
         for pack in loaded:
             stack.push(pack)
         items, scores = ranker.rank_histories(hist, np.array([u]), top_k)
-    meta = split.dataset.items
-    return [
-        (meta.ids[i], meta.titles[i], float(s), bool(split.is_new[i]))
-        for i, s in zip(items[0], scores[0], strict=True)
-        if i >= 0
-    ]
+    return pipeline.describe_items(split, items[0], scores[0])
 
 
 def register(app: typer.Typer) -> None:

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from freshrec.data.schema import Split
-from freshrec.errors import ConfigError, UnknownItemError
+from freshrec.errors import ConfigError
 from freshrec.evaluate.protocol import EvalResult, Part, evaluate_ranker
 from freshrec.model.base import GenerativeRecommender
 from freshrec.model.spec.drafters import Drafter, TextDrafter
@@ -206,13 +206,7 @@ def recommend_spec(
         stack = EditStack(model, folder)
         for pack in edit_packs:
             stack.push(EditPack.load(resolve_pack(recipe, pack)))
-    users = {u: i for i, u in enumerate(split.dataset.user_ids)}
-    if user_id not in users:
-        raise UnknownItemError(f"unknown user id {user_id!r} (dataset has {len(users)} users)")
-    u = users[user_id]
-    seq = split.sequence(u)
-    if len(seq) == 0:
-        raise ConfigError(f"user {user_id!r} has an empty history")
+    u, hist = pipeline.user_history(split, user_id, model.config.max_history)
     if drafter == "text":
         d: Drafter = TextDrafter(pipeline.item_embeddings(recipe, split))
     elif drafter == "self":
@@ -221,10 +215,6 @@ def recommend_spec(
         d = SelfDrafter.load(self_drafter_dir, model, table.tokens(model.vocab))
     else:
         raise ConfigError(f"drafter must be 'text' or 'self', got {drafter!r}")
-    H = model.config.max_history
-    hist = np.full((1, H), -1, dtype=np.int64)
-    tail = seq[-H:]
-    hist[0, -len(tail) :] = tail
     ranker = SpecRanker(
         model,
         d,
@@ -239,9 +229,4 @@ def recommend_spec(
     finally:
         if stack is not None:
             stack.remove()
-    items_meta = split.dataset.items
-    return [
-        (items_meta.ids[i], items_meta.titles[i], float(s), bool(split.is_new[i]))
-        for i, s in zip(out.items[0].tolist(), out.scores[0].tolist(), strict=True)
-        if i >= 0
-    ]
+    return pipeline.describe_items(split, out.items[0], out.scores[0])
