@@ -107,6 +107,12 @@ def recommend(
     ] = None,
     mode: Annotated[str, typer.Option(help="beam | spec (speculative: draft + verify)")] = "beam",
     drafter: Annotated[str, typer.Option(help="spec mode drafter: text | self")] = "text",
+    gamma: Annotated[
+        float | None, typer.Option(help="spec mode acceptance threshold (mean SID log-prob)")
+    ] = None,
+    self_drafter: Annotated[
+        Path | None, typer.Option(help="spec mode: heads saved by SelfDrafter.save")
+    ] = None,
 ) -> None:
     """Recommend items for a user from their whole history, printing titles."""
     from freshrec import pipeline
@@ -114,9 +120,18 @@ def recommend(
 
     r = _recipe(recipe, set_)
     if mode == "spec":
-        from freshrec.model.spec.bench import recommend_spec
+        from freshrec.model.spec.bench import DEFAULT_GAMMA, recommend_spec
 
-        rows = recommend_spec(r, checkpoint, user, top_k, drafter=drafter, edit_packs=edit or [])
+        rows = recommend_spec(
+            r,
+            checkpoint,
+            user,
+            top_k,
+            drafter=drafter,  # type: ignore[arg-type]
+            gamma=DEFAULT_GAMMA if gamma is None else gamma,
+            self_drafter_dir=self_drafter,
+            edit_packs=edit or [],
+        )
     elif mode != "beam":
         raise ConfigError(f"mode must be 'beam' or 'spec', got {mode!r}")
     elif edit:
