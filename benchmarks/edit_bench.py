@@ -3,7 +3,7 @@ without retraining and compare with the unedited model, fine-tuning, a full retr
 ablations and a text-similarity baseline on the same test requests.
 
     python benchmarks/edit_bench.py [--archs causal[,tiger]] [--items 0] [--seeds 0,1,2]
-                                    [--lams 3000,10000,30000,100000,300000] [--quick]
+                                    [--lams 3000,30000,100000,300000,1000000] [--quick]
 
 Base models: the GR benchmark's checkpoints benchmarks/.work/ml-latest-small/checkpoints/
 <arch>-s0/ (trained by benchmarks/gr_bench.py; the script waits while they train).
@@ -1042,7 +1042,7 @@ def parse_args() -> argparse.Namespace:
         default=1000,
         help="validation warm requests for tuning (+ every edited-item request)",
     )
-    ap.add_argument("--lams", default="3000,10000,30000,100000,300000", help="lambda grid")
+    ap.add_argument("--lams", default="3000,30000,100000,300000,1000000", help="lambda grid")
     ap.add_argument("--ft-lr", type=float, default=1e-3, help="fine-tuning learning rate")
     ap.add_argument("--rel-requests", type=int, default=1000, help="edit requests per check")
     ap.add_argument("--retrain-archs", default="causal", help="archs retrained from scratch")
@@ -1061,7 +1061,7 @@ def parse_args() -> argparse.Namespace:
         args.requests, args.valid_requests, args.rel_requests = 300, 150, 100
         args.warm_requests = args.warm_requests or 150
         args.seeds = "0,1" if args.seeds == "0,1,2" else args.seeds
-        args.lams = "300,3000" if args.lams == "3000,10000,30000,100000,300000" else args.lams
+        args.lams = "300,3000" if args.lams == "3000,30000,100000,300000,1000000" else args.lams
         args.retrain_epochs = args.retrain_epochs or 1
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.ft_seeds = [int(s) for s in args.ft_seeds.split(",")] if args.ft_seeds else args.seeds
