@@ -103,14 +103,18 @@ def test_ungated_deltas_equal_merged_weights(arch, load_model, ml_split, ml_sids
 @pytest.mark.parametrize("arch", ARCHS)
 def test_scorer_and_keys_agree_with_sid_log_probs(arch, load_model, ml_split, ml_sids) -> None:
     """The cached-prefix scorer gives the same position-p log-probs as the model's full
-    teacher-forced scoring, with edits installed, and the same keys as `capture_keys`."""
+    teacher-forced scoring, with edits installed, and the same keys as `capture_keys`; rows
+    4..7 repeat the contexts of rows 0..3 with other targets (states computed once, expanded)."""
     model = load_model(arch)
     req = some_requests(ml_split, n=16, seed=3)
     hist, tgt = request_tokens(model, ml_split, req, ml_sids[1].tokens(model.vocab))
+    hist[4:8] = hist[0:4]
     deltas = random_deltas(model, scale=0.2)
     with EditHooks(model, deltas), torch.no_grad():
         want = model.sid_log_probs(hist, tgt)
         batch = TeacherForcedBatch(model, hist, tgt)
+        assert batch.inv is not None
+        assert int(batch.inv.max()) + 1 <= 12
         keys = capture_keys(model, hist, tgt, sorted(deltas), batch_size=7)
         for p in range(model.vocab.sid_len):
             scorer = batch.scorer(p)

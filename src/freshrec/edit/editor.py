@@ -53,7 +53,7 @@ from freshrec.semid.table import SidTable
 from freshrec.workspace import Workspace
 
 _IN_PROGRESS = "<in-progress>"
-_KEEP_BYTES = 1 << 30  # prepared request states kept across positions up to this size
+_KEEP_BYTES = 2 << 30  # prepared request states kept across positions up to this size
 
 
 class GenRecEditor:
@@ -246,6 +246,8 @@ class GenRecEditor:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         pseudo = self.pseudo(items, seed)
+        # requests sharing a context are adjacent, so a batch computes each context once
+        pseudo = pseudo.subset(np.lexsort((pseudo.item, pseudo.pos, pseudo.user)))
         timings["pseudo"] = time.perf_counter() - t0
         if len(pseudo) == 0:
             raise ConfigError("no pseudo-requests for these items (no warm neighbour has context)")
@@ -276,6 +278,7 @@ class GenRecEditor:
                     bs = cfg.batch_size
                     chunks = [slice(s, min(s + bs, n)) for s in range(0, n, bs)]
                     prepared: dict[int, TeacherForcedBatch] = {}
+                    kept_bytes = 0
                     # causal prompt states change under ungated (no-trigger) edits: rebuild then
                     keep = cfg.trigger or model.arch == "tiger"
                     for p, site in zip(positions, sites, strict=True):
@@ -287,8 +290,9 @@ class GenRecEditor:
                             batch = prepared.get(ci)
                             if batch is None:
                                 batch = TeacherForcedBatch(model, hist[rows], tgt[rows])
-                                if keep and batch.nbytes * len(chunks) <= _KEEP_BYTES:
+                                if keep and kept_bytes + batch.nbytes <= _KEEP_BYTES:
                                     prepared[ci] = batch
+                                    kept_bytes += batch.nbytes
                             scorer = batch.scorer(p)
                             timings["keys"] += time.perf_counter() - t0
                             t0 = time.perf_counter()

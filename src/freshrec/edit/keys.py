@@ -158,7 +158,9 @@ class TeacherForcedBatch:
     history: Long[n, T] encoder/prompt tokens; sid_tokens: Long[n, P] target SID tokens.
     tiger: the encoder states and every decoder layer's cross-attention K/V (edits never touch
     them). causal: the KV cache of the prompt minus its last token (tokens with trigger -1,
-    untouched by gated edits; make a new batch when ungated edits change)."""
+    untouched by gated edits; make a new batch when ungated edits change). Both are computed
+    once per distinct history (edit requests of different new items often share a context)
+    and expanded to the n requests by `expand` when a position is scored."""
 
     def __init__(
         self, model: GenerativeRecommender, history: torch.Tensor, sid_tokens: torch.Tensor
@@ -169,6 +171,10 @@ class TeacherForcedBatch:
         dev = model.device
         history, self.sid = history.to(dev), sid_tokens.to(dev)
         self.n = history.shape[0]
+        uniq, inv = torch.unique(history, dim=0, return_inverse=True)
+        # inv: Long[n] row of each request's history among the distinct ones (None: all distinct)
+        self.inv: torch.Tensor | None = inv if uniq.shape[0] < self.n else None
+        history = uniq if self.inv is not None else history
         with torch.no_grad():
             if model.arch == "tiger":
                 t5 = model.t5  # type: ignore[attr-defined]
@@ -185,7 +191,7 @@ class TeacherForcedBatch:
                     t5(
                         encoder_outputs=(self.enc,),
                         attention_mask=self.mask,
-                        decoder_input_ids=torch.full_like(self.sid[:, :1], BOS),
+                        decoder_input_ids=torch.full_like(hist[:, :1], BOS),
                         past_key_values=cache,
                         use_cache=True,
                     )
@@ -205,6 +211,10 @@ class TeacherForcedBatch:
                         1,
                     )
                 self.kv = [(la.keys, la.values) for la in out.past_key_values.layers]
+
+    def expand(self, t: torch.Tensor) -> torch.Tensor:
+        """Per-distinct-history tensor [u, ...] -> per-request [n, ...]."""
+        return t if self.inv is None else t.index_select(0, self.inv)
 
     @property
     def nbytes(self) -> int:
@@ -237,18 +247,21 @@ class PositionScorer:
         if self.model.arch == "tiger":
             sid = batch.sid
             dec = torch.cat([torch.full_like(sid[:, :1], BOS), sid[:, :position]], dim=1)
-            flat = [t for kv in batch.kv for t in kv]
-            self._rows = _RowSubsets([batch.enc, batch.mask, dec, *flat])
+            flat = [batch.expand(t) for kv in batch.kv for t in kv]
+            self._rows = _RowSubsets(
+                [batch.expand(batch.enc), batch.expand(batch.mask), dec, *flat]
+            )
         else:
             self._init_causal()
 
     def _init_causal(self) -> None:
         b, m, p = self.batch, self.model, self.p
         T = b.prompt.shape[1]
-        tokens = torch.cat([b.prompt, b.sid[:, :p]], dim=1)  # the last token predicts t_p
-        mask = torch.cat([b.pmask, torch.ones_like(b.sid[:, :p], dtype=torch.bool)], dim=1)
+        prompt, pmask = b.expand(b.prompt), b.expand(b.pmask)
+        tokens = torch.cat([prompt, b.sid[:, :p]], dim=1)  # the last token predicts t_p
+        mask = torch.cat([pmask, torch.ones_like(b.sid[:, :p], dtype=torch.bool)], dim=1)
         positions = m._positions(mask)  # type: ignore[attr-defined]
-        kv = b.kv
+        kv = [(b.expand(k), b.expand(v)) for k, v in b.kv]
         if p > 0:  # run [last prompt token, t_0 .. t_{p-2}] (triggers 0 .. p-1) on the prompt cache
             cache = _filled_cache(b.cfg, kv)
             trig = torch.arange(p, device=tokens.device).expand(b.n, p)
