@@ -3,7 +3,8 @@ without retraining and compare with the unedited model, fine-tuning, a full retr
 ablations and a text-similarity baseline on the same test requests.
 
     python benchmarks/edit_bench.py [--archs causal[,tiger]] [--items 0] [--seeds 0,1,2]
-                                    [--lams 3000,30000,100000,300000,1000000] [--quick]
+                                    [--lams 3000,10000,30000,100000,300000]
+                                    [--positions-grid all,1-2] [--quick]
 
 Base models: the GR benchmark's checkpoints benchmarks/.work/ml-latest-small/checkpoints/
 <arch>-s0/ (trained by benchmarks/gr_bench.py; the script waits while they train).
@@ -15,8 +16,8 @@ two views of one ranking per method:
   - "sample": the 4,000 sampled requests (overall / warm / cold, as the GR benchmark);
   - "edited": the sample's warm requests + every test request whose target is an edited item
     (cold = the edited items: what an edit can reach; the targets are judged here).
-Lambda is tuned on validation requests only (the same two kinds: sampled warm + cold with an
-edited target); the test split is read once per reported row.
+Lambda and the edited SID positions are tuned on validation requests only (the same two kinds:
+sampled warm + cold with an edited target); the test split is read once per reported row.
 
 Torch runs one intra-op thread (the machine is shared; multi-threaded BLAS thrashes under
 contention). Wall and process-CPU seconds are recorded for edit, fine-tune and retrain.
@@ -33,6 +34,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import io
+import itertools
 import json
 import shutil
 import time
@@ -84,6 +86,15 @@ class Clock:
     def __exit__(self, *exc: object) -> None:
         self.wall = time.perf_counter() - self._w
         self.cpu = time.process_time() - self._c
+
+
+def parse_positions(text: str) -> tuple[int, ...] | None:
+    """'all' -> None (every SID position); '1-2' -> (1, 2)."""
+    return None if text == "all" else tuple(int(x) for x in text.split("-"))
+
+
+def positions_label(positions: tuple[int, ...] | None) -> str:
+    return "all" if positions is None else "-".join(str(p) for p in positions)
 
 
 # ----------------------------------------------------------------------------------- requests
@@ -432,25 +443,26 @@ def tune(
     with Clock() as cov:
         editor.covariances(sites)
     grid, packs = [], {}
-    for lam in ctx.args.lams:
+    for positions, lam in itertools.product(ctx.args.positions_grid, ctx.args.lams):
         editor = GenRecEditor(
             model,
             ckpt,
             ctx.split,
             ctx.table,
             ctx.emb,
-            EditConfig(lam=lam, measure_reliability=False),
+            EditConfig(lam=lam, positions=positions, measure_reliability=False),
             ctx.cache,
         )
         with Clock() as clock:
             pack = editor.edit(ctx.items, seed=ctx.args.seeds[0])
-        packs[lam] = pack
+        packs[(lam, positions)] = pack
         with EditStack(model, ckpt) as stack:
             stack.push(pack)
             res = evaluate_views(gr(ctx.r, model, ctx.table, vs.split, "full", "edit"), vs, sids)
         m = next(r for r in res if r.part.endswith(":edited")).metrics
         row = {
             "lam": lam,
+            "positions": positions_label(positions),
             "cold_recall20": m.cold.recall[20],
             "cold_ndcg10": m.cold.ndcg[10],
             "warm_ndcg10": m.warm.ndcg[10],
@@ -471,6 +483,7 @@ def tune(
     return {
         "grid": grid,
         "chosen_lam": best["lam"],
+        "chosen_positions": best["positions"],
         "unedited_valid": ref,
         "rule_met": bool(ok),
         "covariance": {
@@ -511,10 +524,10 @@ def run_arch(ctx: Ctx, arch: str, primary: bool) -> dict[str, Any]:
 
     # --- lambda on validation (the first edit computes, and times, the covariance statistics)
     tuning, tune_packs = tune(ctx, arch, model, ckpt)
-    lam = tuning["chosen_lam"]
+    lam, chosen_pos = tuning["chosen_lam"], parse_positions(tuning["chosen_positions"])
     out["tuning"] = tuning
     out["covariance_seconds"] = tuning["covariance"]["seconds"]
-    cfg = EditConfig(lam=lam, measure_reliability=False)
+    cfg = EditConfig(lam=lam, positions=chosen_pos, measure_reliability=False)
     editor = GenRecEditor(model, ckpt, split, table, ctx.emb, cfg, ctx.cache)
 
     # --- unedited: warm catalog (the collapse) and full catalog (_C)
@@ -526,8 +539,12 @@ def run_arch(ctx: Ctx, arch: str, primary: bool) -> dict[str, Any]:
     runs, packs = [], {}
     for seed in args.seeds:
         if seed == args.seeds[0]:
-            pack = tune_packs[lam]
-            g = next(g for g in tuning["grid"] if g["lam"] == lam)
+            pack = tune_packs[(lam, chosen_pos)]
+            g = next(
+                g
+                for g in tuning["grid"]
+                if g["lam"] == lam and g["positions"] == tuning["chosen_positions"]
+            )
             wall, cpu = g["edit_seconds"], g["edit_cpu_seconds"]
         else:
             with Clock() as clock:
@@ -561,6 +578,7 @@ def run_arch(ctx: Ctx, arch: str, primary: bool) -> dict[str, Any]:
         "runs": runs,
         "reliability_before": rel_before,
         "lam": lam,
+        "positions": tuning["chosen_positions"],
         "edit_seconds": edit_s,
         "edit_cpu_seconds": median([x["edit_cpu_seconds"] for x in runs]),
     }
@@ -584,11 +602,11 @@ def run_arch(ctx: Ctx, arch: str, primary: bool) -> dict[str, Any]:
 
     s0 = args.seeds[0]
     if primary and not args.skip_ablations:
-        P = model.vocab.sid_len
-        abl = {
+        last = (chosen_pos or tuple(range(model.vocab.sid_len)))[-1]
+        abl: dict[str, dict[str, Any]] = {
             "no trigger": {"trigger": False},
             "random contexts": {"contexts": "random"},
-            f"single position p{P - 1}": {"positions": (P - 1,)},
+            f"single position p{last}": {"positions": (last,)},
         }
         out["ablations"] = {}
         for name, kw in abl.items():
@@ -598,7 +616,7 @@ def run_arch(ctx: Ctx, arch: str, primary: bool) -> dict[str, Any]:
                 split,
                 table,
                 ctx.emb,
-                EditConfig(lam=lam, measure_reliability=False, **kw),
+                EditConfig(lam=lam, measure_reliability=False, **{"positions": chosen_pos, **kw}),
                 ctx.cache,
             )
             with Clock() as clock:
@@ -628,7 +646,7 @@ def run_arch(ctx: Ctx, arch: str, primary: bool) -> dict[str, Any]:
             split,
             table,
             ctx.emb,
-            EditConfig(lam=seq_lam, measure_reliability=False),
+            EditConfig(lam=seq_lam, positions=chosen_pos, measure_reliability=False),
             ctx.cache,
         )
         seq: dict[str, Any] = {"batches": [len(b) for b in batches], "seed": s0, "lam": seq_lam}
@@ -750,6 +768,7 @@ def arch_flat(a: dict[str, Any], results: list[EvalResult], text: dict[str, floa
         .get("pack1_after_5", {})
         .get("top10"),
         "lam": a["tuning"]["chosen_lam"],
+        "positions": a["tuning"]["chosen_positions"],
     }
 
 
@@ -826,7 +845,7 @@ def detail_lines(a: dict[str, Any], args: argparse.Namespace) -> list[str]:
     for x in e["runs"]:
         L.append(
             row(
-                f"GenRecEdit (lambda {e['lam']:g})",
+                f"GenRecEdit (lambda {e['lam']:g}, positions {e['positions']})",
                 f"pseudo {x['seed']}",
                 x["reliability"],
                 x["locality_vs_C"],
@@ -881,21 +900,23 @@ def detail_lines(a: dict[str, Any], args: argparse.Namespace) -> list[str]:
     t = a["tuning"]
     uv = t["unedited_valid"]
     L += [
-        f"Lambda on validation only ({uv['n_cold']} cold requests whose target is an edited "
-        f"item + {uv['n_warm']} sampled warm requests, seed 0; pseudo seed {args.seeds[0]}; "
-        "MEMIT, fixed layers L_p = min(p, layers-1)). Rule: the highest cold R@20 whose warm "
+        f"Lambda and edited SID positions on validation only ({uv['n_cold']} cold requests whose "
+        f"target is an edited item + {uv['n_warm']} sampled warm requests, seed 0; pseudo seed "
+        f"{args.seeds[0]}; MEMIT, fixed layers L_p = min(p, layers-1)). Rule: the highest cold "
+        "R@20 whose warm "
         "N@10 and R@20 stay within 2% of the unedited model's (warm catalog: N@10 "
         f"{uv['warm_ndcg10']:.4f}, R@20 {uv['warm_recall20']:.4f})"
         + ("" if t["rule_met"] else "; no value met it, so the best warm N@10 was taken")
-        + f". Chosen: **lambda = {t['chosen_lam']:g}**.",
+        + f". Chosen: **lambda = {t['chosen_lam']:g}, positions {t['chosen_positions']}**.",
         "",
-        "| lambda | valid cold R@20 | valid cold N@10 | valid warm N@10 | valid warm R@20 | "
-        "exposure@10 | within 2% | edit s |",
-        "|---|---|---|---|---|---|---|---|",
+        "| positions | lambda | valid cold R@20 | valid cold N@10 | valid warm N@10 | "
+        "valid warm R@20 | exposure@10 | within 2% | edit s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for g in t["grid"]:
         L.append(
-            f"| {g['lam']:g} | {g['cold_recall20']:.4f} | {g['cold_ndcg10']:.4f} | "
+            f"| {g['positions']} | {g['lam']:g} | {g['cold_recall20']:.4f} | "
+            f"{g['cold_ndcg10']:.4f} | "
             f"{g['warm_ndcg10']:.4f} | {g['warm_recall20']:.4f} | {g['exposure10']:.3f} | "
             f"{'yes' if g['within_2pct'] else 'no'} | {g['edit_seconds']:.0f} |"
         )
@@ -1042,7 +1063,12 @@ def parse_args() -> argparse.Namespace:
         default=1000,
         help="validation warm requests for tuning (+ every edited-item request)",
     )
-    ap.add_argument("--lams", default="3000,30000,100000,300000,1000000", help="lambda grid")
+    ap.add_argument("--lams", default="3000,10000,30000,100000,300000", help="lambda grid")
+    ap.add_argument(
+        "--positions-grid",
+        default="all,1-2",
+        help="edited SID positions tried on validation: 'all' or dash-joined positions",
+    )
     ap.add_argument("--ft-lr", type=float, default=1e-3, help="fine-tuning learning rate")
     ap.add_argument("--rel-requests", type=int, default=1000, help="edit requests per check")
     ap.add_argument("--retrain-archs", default="causal", help="archs retrained from scratch")
@@ -1061,11 +1087,13 @@ def parse_args() -> argparse.Namespace:
         args.requests, args.valid_requests, args.rel_requests = 300, 150, 100
         args.warm_requests = args.warm_requests or 150
         args.seeds = "0,1" if args.seeds == "0,1,2" else args.seeds
-        args.lams = "300,3000" if args.lams == "3000,30000,100000,300000,1000000" else args.lams
+        args.positions_grid = "1-2" if args.positions_grid == "all,1-2" else args.positions_grid
+        args.lams = "300,3000" if args.lams == "3000,10000,30000,100000,300000" else args.lams
         args.retrain_epochs = args.retrain_epochs or 1
     args.seeds = [int(s) for s in args.seeds.split(",")]
     args.ft_seeds = [int(s) for s in args.ft_seeds.split(",")] if args.ft_seeds else args.seeds
     args.lams = [float(x) for x in args.lams.split(",")]
+    args.positions_grid = [parse_positions(x) for x in args.positions_grid.split(",")]
     args.archs = args.archs.split(",")
     args.retrain_archs = [a for a in args.retrain_archs.split(",") if a]
     if not set(args.ft_seeds) <= set(args.seeds):
@@ -1152,6 +1180,7 @@ def main() -> None:
         edited_items=items_note,
         row_seeds=row_seeds,
         lambda_grid=args.lams,
+        positions_grid=[positions_label(p) for p in args.positions_grid],
         threads=args.threads,
         total_minutes=(time.perf_counter() - t_start) / 60,
     )
