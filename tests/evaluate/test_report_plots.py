@@ -18,7 +18,7 @@ from freshrec.evaluate import (
     write_report,
 )
 from freshrec.evaluate.baselines import PopularityRanker, TextKNNRanker
-from freshrec.evaluate.plots import plot_cold_collapse, plot_position_accuracy
+from freshrec.evaluate.plots import plot_cold_collapse, plot_cutoffs, plot_position_accuracy
 
 KS = (1, 5)
 
@@ -72,3 +72,12 @@ def test_plots_nonempty_png(tiny_split: Split, tmp_path: Path) -> None:
         data = p.read_bytes()
         assert len(data) > 1000
         assert data[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_cutoffs_fall_back_to_shared_ones(tiny_split: Split, tmp_path: Path) -> None:
+    """An evaluation with a small top_k (cut-offs 1 and 5 here) still plots: the default
+    Recall@20/50 panels become the largest cut-offs every result has."""
+    results = _results(tiny_split)
+    assert plot_cutoffs(results, (20, 50)) == [1, 5]
+    assert plot_cutoffs(results, (5,)) == [5]
+    assert plot_cold_collapse(results, tmp_path / "cold.png").stat().st_size > 1000

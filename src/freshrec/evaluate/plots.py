@@ -46,16 +46,25 @@ def _median_range(values: list[float]) -> tuple[float, float, float]:
     return med, med - float(v.min()), float(v.max()) - med
 
 
+def plot_cutoffs(results: Sequence[EvalResult], ks: Sequence[int]) -> list[int]:
+    """`ks` if every result has them, else the len(ks) largest cut-offs all results share."""
+    if not results:
+        raise ConfigError("no results to plot")
+    common = sorted(set.intersection(*(set(r.metrics.ks) for r in results)))
+    if not common:
+        raise ConfigError("the results share no Recall@K cut-off to plot")
+    wanted = [k for k in ks if k in common]
+    return wanted if len(wanted) == len(ks) else common[-len(ks) :]
+
+
 def plot_cold_collapse(
     results: Sequence[EvalResult], path: str | Path, ks: Sequence[int] = (20, 50)
 ) -> Path:
     """Grouped bars of warm vs cold Recall@K (one panel per K) per method; runs of one method
-    (seeds) are merged: bar = median, error bar = range. Returns `path`."""
-    if not results:
-        raise ConfigError("no results to plot")
-    ks = [k for k in ks if all(k in r.metrics.ks for r in results)]
-    if not ks:
-        raise ConfigError("none of the requested cut-offs is in every result")
+    (seeds) are merged: bar = median, error bar = range. Cut-offs missing from a result (e.g.
+    an evaluation with top_k 10) fall back to the largest ones every result has. Returns
+    `path`."""
+    ks = plot_cutoffs(results, ks)
     groups = group_runs(results)
     labels = [_label(g) for g in groups]
     x = np.arange(len(groups))
