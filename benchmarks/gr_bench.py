@@ -147,6 +147,7 @@ def main() -> None:
         command=command(),
         test_requests=f"{args.requests} sampled with seed 0",
         recipes=RECIPES,
+        threads=torch.get_num_threads(),
     )
     write_json(
         RESULTS / "gr.json",
@@ -166,7 +167,8 @@ def main() -> None:
         "# Generative recommender benchmark",
         "",
         f"Command: `{meta['command']}`  ",
-        f"Commit: {meta['git_commit']}; date {meta['date']}; machine {meta['machine']}  ",
+        f"Commit: {meta['git_commit']}; date {meta['date']}; machine {meta['machine']}; "
+        f"{meta['threads']} intra-op thread(s)  ",
         f"Dataset: ml-latest-small, time split 80/10/10; {args.requests} test requests sampled "
         f"with seed 0; training seeds {seeds} (median, range in brackets); recipes {RECIPES}.",
         "",
