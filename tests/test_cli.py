@@ -118,3 +118,4 @@ def test_demo_runs_the_whole_pipeline(tmp_path_factory, ml_dataset, ml_emb):
     assert (root / "checkpoints" / "causal-s0" / "best" / "model.safetensors").exists()
     assert (root / "reports" / "evaluate" / "results.md").exists()
     assert "done in" in res.output
+    assert "…" not in res.output  # the results table fits the 80-column output (no cut cells)
