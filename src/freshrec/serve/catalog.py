@@ -326,38 +326,28 @@ class CatalogStore:
     def rollback_pack(self, seq: int, pack_id: str) -> list[str]:
         """Ledger row -> rolled_back and its live items -> rolled_back, in one transaction.
         Returns the rolled-back item ids."""
-        now = time.time()
-        with self.engine.begin() as conn:
-            conn.execute(
-                edits_table.update()
-                .where(edits_table.c.seq == seq)
-                .values(status=ROLLED_BACK, changed_at=now)
-            )
-            ids = [
-                r[0]
-                for r in conn.execute(
-                    sa.select(items_table.c.item_id).where(
-                        (items_table.c.pack_id == pack_id) & (items_table.c.status == LIVE)
-                    )
-                )
-            ]
-            if ids:
-                conn.execute(
-                    items_table.update()
-                    .where(items_table.c.item_id.in_(ids))
-                    .values(status=ROLLED_BACK)
-                )
-        return ids
+        return self._retire_pack(seq, pack_id, {"status": ROLLED_BACK}, {"status": ROLLED_BACK})
 
     def mark_pack_lost(self, seq: int, pack_id: str, note: str) -> list[str]:
         """Ledger row -> lost; its live items go back to pending (to be edited again).
         Returns those item ids."""
-        now = time.time()
+        return self._retire_pack(
+            seq,
+            pack_id,
+            {"status": LOST, "note": note[:2000]},
+            {"status": PENDING, "pack_id": None, "live_at": None},
+        )
+
+    def _retire_pack(
+        self, seq: int, pack_id: str, ledger: dict[str, Any], items: dict[str, Any]
+    ) -> list[str]:
+        """In one transaction: ledger row `seq` gets `ledger` values (+ changed_at), and the
+        pack's live items get `items` values. Returns those item ids."""
         with self.engine.begin() as conn:
             conn.execute(
                 edits_table.update()
                 .where(edits_table.c.seq == seq)
-                .values(status=LOST, changed_at=now, note=note[:2000])
+                .values(**ledger, changed_at=time.time())
             )
             ids = [
                 r[0]
@@ -369,9 +359,7 @@ class CatalogStore:
             ]
             if ids:
                 conn.execute(
-                    items_table.update()
-                    .where(items_table.c.item_id.in_(ids))
-                    .values(status=PENDING, pack_id=None, live_at=None)
+                    items_table.update().where(items_table.c.item_id.in_(ids)).values(**items)
                 )
         return ids
 
