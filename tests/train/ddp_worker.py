@@ -36,16 +36,7 @@ def main(work: Path, out: Path) -> None:
     split = load_split(work / "prepared")
     tok = load_tokenizer(work / "tokenizer")
     table = load_sid_table(work / "tokenizer")
-    cfg = ModelConfig(
-        arch="tiger",
-        d_model=32,
-        d_ff=64,
-        num_layers=1,
-        num_heads=2,
-        d_kv=16,
-        dropout=0.0,
-        max_history=10,
-    )
+    cfg = CONFIG
     seed_everything(0)
     model = build_model(cfg, tok.vocab)
     ex = training_examples(cfg, split, table.tokens(tok.vocab), tok.vocab)

@@ -24,16 +24,6 @@ TINY = ModelConfig(
     arch="causal", d_model=32, d_ff=64, num_layers=1, num_heads=2, d_kv=16, max_history=10
 )
 N, BATCH = 384, 64
-WORKER_CONFIG = ModelConfig(  # tests/train/ddp_worker.py's model
-    arch="tiger",
-    d_model=32,
-    d_ff=64,
-    num_layers=1,
-    num_heads=2,
-    d_kv=16,
-    dropout=0.0,
-    max_history=10,
-)
 
 
 @pytest.fixture(scope="module")
