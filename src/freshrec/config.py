@@ -15,7 +15,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from freshrec.errors import ConfigError
+from freshrec.errors import ConfigError, validation_problems
 from freshrec.model.config import RECIPES as MODEL_RECIPES
 from freshrec.model.config import ModelConfig
 from freshrec.semid.config import SemIdConfig
@@ -140,7 +140,5 @@ def load_recipe(recipe: str | Path | None = None, overrides: list[str] | None = 
     try:
         return Recipe.model_validate(tree)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
+        problems = validation_problems(exc)
         raise ConfigError(f"invalid recipe: {problems}") from None

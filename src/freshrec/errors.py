@@ -7,6 +7,10 @@ Every error a user can cause (bad files, unknown ids, mismatched checkpoints) is
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class FreshrecError(Exception):
@@ -52,3 +56,15 @@ class TokenizerMismatchError(FreshrecError):
 
 class CheckpointError(FreshrecError):
     """A checkpoint or edit pack is missing, incomplete or incompatible."""
+
+
+def validation_problems(
+    exc: ValidationError, empty: str = "", strip_value_error: bool = False
+) -> str:
+    """pydantic's errors as one line, `field.path: message; ...` (`empty` names a problem
+    with no field path; `strip_value_error` drops pydantic's "Value error, " prefix)."""
+    parts = []
+    for e in exc.errors():
+        msg = e["msg"].removeprefix("Value error, ") if strip_value_error else e["msg"]
+        parts.append(f"{'.'.join(str(x) for x in e['loc']) or empty}: {msg}")
+    return "; ".join(parts)

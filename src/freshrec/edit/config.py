@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from freshrec.errors import ConfigError
+from freshrec.errors import ConfigError, validation_problems
 
 
 class EditConfig(BaseModel):
@@ -90,7 +90,5 @@ class EditConfig(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()
-            )
+            problems = validation_problems(exc)
             raise ConfigError(f"invalid edit config: {problems}") from None

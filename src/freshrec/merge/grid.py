@@ -60,7 +60,7 @@ from freshrec.data import load_dataset, save_split, time_split
 from freshrec.data.schema import Dataset, Interactions, Items, Requests, Split
 from freshrec.data.split import TEST, TRAIN, VALID, first_seen
 from freshrec.data.split import _build as _build_split
-from freshrec.errors import CheckpointError, ConfigError
+from freshrec.errors import CheckpointError, ConfigError, validation_problems
 from freshrec.model.batches import Examples, history_tokens, user_bucket_tokens, window_starts
 from freshrec.model.config import ModelConfig
 from freshrec.semid.vocab import BOS, PAD, SidVocab
@@ -146,11 +146,7 @@ class GridConfig(BaseModel):
         try:
             return cls.model_validate(dict(data or {}))
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(x) for x in e['loc']) or 'options'}: "
-                f"{e['msg'].removeprefix('Value error, ')}"
-                for e in exc.errors()
-            )
+            problems = validation_problems(exc, empty="options", strip_value_error=True)
             raise ConfigError(f"{source}: {problems}") from None
 
 

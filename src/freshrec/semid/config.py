@@ -29,7 +29,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from freshrec.errors import ConfigError
+from freshrec.errors import ConfigError, validation_problems
 from freshrec.semid.vocab import SidVocab
 
 
@@ -86,10 +86,7 @@ class SemIdConfig(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}"
-                for err in exc.errors()
-            )
+            problems = validation_problems(exc, empty="config")
             raise ConfigError(f"invalid semantic-ID config: {problems}") from None
 
     def to_dict(self) -> dict[str, Any]:

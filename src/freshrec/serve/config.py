@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from freshrec.config import Recipe, load_recipe
 from freshrec.edit.config import EditConfig
-from freshrec.errors import ConfigError
+from freshrec.errors import ConfigError, validation_problems
 from freshrec.workspace import Workspace
 
 API_KEY_ENV = "FRESHREC_API_KEY"
@@ -96,9 +96,7 @@ class ServeConfig(BaseModel):
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in exc.errors()
-            )
+            problems = validation_problems(exc)
             raise ConfigError(f"invalid serve config: {problems}") from None
 
     @classmethod
