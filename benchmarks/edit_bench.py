@@ -214,13 +214,7 @@ def locality(before: np.ndarray, after: np.ndarray, es: EvalSet) -> dict[str, fl
 
 def pack_requests(pack: EditPack, n: int | None = None) -> Requests:
     """The pack's edit requests (target = the new item); a seeded sample of n if given."""
-    q = pack.requests
-    req = Requests(
-        q["user"].astype(np.int32),
-        q["pos"].astype(np.int32),
-        q["item"].astype(np.int32),
-        np.ones(len(q["user"]), dtype=bool),
-    )
+    req = GenRecEditor.pack_requests(pack)
     return sample_requests(req, n, 0)[0] if n else req
 
 

@@ -36,7 +36,8 @@ from freshrec.evaluate.plots import plot_cold_collapse
 from freshrec.evaluate.protocol import EvalResult, evaluate_ranker
 from freshrec.evaluate.report import markdown_table, run_metadata
 from freshrec.model.checkpoint import load_checkpoint
-from freshrec.model.spec import spec_benchmark_rows
+from freshrec.model.spec import metric_value, spec_benchmark_rows
+from freshrec.model.spec.bench import LABELS
 
 
 def edit_choice(path: Path, arch: str) -> tuple[float, tuple[int, ...] | None, str]:
@@ -46,10 +47,6 @@ def edit_choice(path: Path, arch: str) -> tuple[float, tuple[int, ...] | None, s
     pos = f.get("positions", "all")
     positions = None if pos == "all" else tuple(int(x) for x in pos.split("-"))
     return float(f["lam"]), positions, f"{path.name} (commit {data['meta']['git_commit']})"
-
-
-def cell(r: EvalResult, subset: str, metric: str, k: int) -> float:
-    return float(getattr(getattr(r.metrics, subset), metric)[k])
 
 
 def main() -> None:
@@ -111,24 +108,20 @@ def main() -> None:
         )
     results += spec
     by = {res.method: res for res in results}
-    labels = {
-        "spec": "SpecGR (text drafter)",
-        "selfdraft": "SpecGR++ (self-drafter)",
-        "hybrid": "SpecGR + edited verifier (text drafter)",
-    }
+    labels = {"spec": LABELS["text"], "selfdraft": LABELS["self"], "hybrid": LABELS["hybrid"]}
     flat: dict[str, Any] = {
-        "spec_cold_recall20": cell(by[labels["spec"]], "cold", "recall", 20),
-        "selfdraft_cold_recall20": cell(by[labels["selfdraft"]], "cold", "recall", 20),
-        "hybrid_cold_recall20": cell(by[labels["hybrid"]], "cold", "recall", 20),
-        "edited_cold_recall20": cell(by[f"{A}+GenRecEdit"], "cold", "recall", 20),
-        "tigerc_cold_recall20": cell(by[f"{A}_C"], "cold", "recall", 20),
-        "textknn_cold_recall20": cell(by["text-sim"], "cold", "recall", 20),
-        "hybrid_warm_ndcg10": cell(by[labels["hybrid"]], "warm", "ndcg", 10),
-        "spec_warm_ndcg10": cell(by[labels["spec"]], "warm", "ndcg", 10),
-        "edited_warm_ndcg10": cell(by[f"{A}+GenRecEdit"], "warm", "ndcg", 10),
-        "unedited_warm_ndcg10": cell(by[A], "warm", "ndcg", 10),
-        "unedited_warm_recall20": cell(by[A], "warm", "recall", 20),
-        "hybrid_warm_recall20": cell(by[labels["hybrid"]], "warm", "recall", 20),
+        "spec_cold_recall20": metric_value(by[labels["spec"]], "cold:R@20"),
+        "selfdraft_cold_recall20": metric_value(by[labels["selfdraft"]], "cold:R@20"),
+        "hybrid_cold_recall20": metric_value(by[labels["hybrid"]], "cold:R@20"),
+        "edited_cold_recall20": metric_value(by[f"{A}+GenRecEdit"], "cold:R@20"),
+        "tigerc_cold_recall20": metric_value(by[f"{A}_C"], "cold:R@20"),
+        "textknn_cold_recall20": metric_value(by["text-sim"], "cold:R@20"),
+        "hybrid_warm_ndcg10": metric_value(by[labels["hybrid"]], "warm:N@10"),
+        "spec_warm_ndcg10": metric_value(by[labels["spec"]], "warm:N@10"),
+        "edited_warm_ndcg10": metric_value(by[f"{A}+GenRecEdit"], "warm:N@10"),
+        "unedited_warm_ndcg10": metric_value(by[A], "warm:N@10"),
+        "unedited_warm_recall20": metric_value(by[A], "warm:R@20"),
+        "hybrid_warm_recall20": metric_value(by[labels["hybrid"]], "warm:R@20"),
         "edit_seconds": edit_s,
         "edit_lam": lam,
         "edit_positions": "all" if positions is None else "-".join(map(str, positions)),
@@ -181,9 +174,9 @@ def main() -> None:
         x = res.extra
         g = x.get("gamma")
         lines.append(
-            f"| {res.method} ({res.catalog}) | {cell(res, 'cold', 'recall', 20):.4f} | "
-            f"{cell(res, 'warm', 'ndcg', 10):.4f} | "
-            f"{cell(res, 'warm', 'ndcg', 10) / base_w - 1:+.1%} | {res.ms_per_request:.1f} | "
+            f"| {res.method} ({res.catalog}) | {metric_value(res, 'cold:R@20'):.4f} | "
+            f"{metric_value(res, 'warm:N@10'):.4f} | "
+            f"{metric_value(res, 'warm:N@10') / base_w - 1:+.1%} | {res.ms_per_request:.1f} | "
             f"{'' if g is None else f'{g:g}'} | {x.get('order', '')} | {x.get('lengths', '')} |"
         )
     h, s_, e_ = (flat[f"{k}_cold_recall20"] for k in ("hybrid", "spec", "edited"))

@@ -424,7 +424,8 @@ class GenRecEditor:
         return pack
 
     # ------------------------------------------------------------------ reliability
-    def pack_requests(self, pack: EditPack) -> Requests:
+    @staticmethod
+    def pack_requests(pack: EditPack) -> Requests:
         """The pack's edit requests (history from the split, target = the new item)."""
         r = pack.requests
         if not r:
