@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 from rich.console import Console
 
 from freshrec.data.schema import Split
+from freshrec.errors import ConfigError
 from freshrec.evaluate import (
     EvalResult,
     evaluate_ranker,
@@ -81,3 +83,12 @@ def test_plot_cutoffs_fall_back_to_shared_ones(tiny_split: Split, tmp_path: Path
     assert plot_cutoffs(results, (20, 50)) == [1, 5]
     assert plot_cutoffs(results, (5,)) == [5]
     assert plot_cold_collapse(results, tmp_path / "cold.png").stat().st_size > 1000
+
+
+def test_plot_cutoffs_refuse_results_without_a_shared_one(tiny_split: Split) -> None:
+    a = evaluate_ranker(PopularityRanker(), tiny_split, top_k=5, ks=(1,))
+    b = evaluate_ranker(PopularityRanker(), tiny_split, top_k=5, ks=(5,))
+    with pytest.raises(ConfigError, match="share no Recall@K cut-off"):
+        plot_cutoffs([a, b], (20, 50))
+    with pytest.raises(ConfigError, match="no results"):
+        plot_cutoffs([], (20,))
