@@ -36,6 +36,12 @@ class GenerativeRecommender(nn.Module, ABC):
         self.config = config
         self.vocab = vocab
         self.trigger_positions: torch.Tensor | None = None
+        # Long[B, T_q] alongside trigger_positions: key (`SidVocab.prefix_keys`) of the SID
+        # prefix decoded before each token, or None when unknown (prefix-gated edits then fire
+        # wherever their position matches). `step_prefixes` Long[B] is set by the beam search
+        # for the rows of its next decoding forward.
+        self.trigger_prefixes: torch.Tensor | None = None
+        self.step_prefixes: torch.Tensor | None = None
         P, total = vocab.sid_len, sum(vocab.sizes)
         # block_mask[p, j]: token offsets[0] + j belongs to SID position p's block
         mask = torch.zeros(P, total, dtype=torch.bool)
@@ -87,13 +93,40 @@ class GenerativeRecommender(nn.Module, ABC):
         return sum(p.numel() for p in self.parameters())
 
     @contextlib.contextmanager
-    def triggers(self, positions: torch.Tensor | None) -> Iterator[None]:
-        """Set `trigger_positions` for the duration of one forward, then clear it."""
+    def triggers(
+        self, positions: torch.Tensor | None, prefixes: torch.Tensor | None = None
+    ) -> Iterator[None]:
+        """Set `trigger_positions` (and `trigger_prefixes`: `prefixes`, else the beam search's
+        `step_prefixes` broadcast over the tokens) for one forward, then clear them."""
+        if prefixes is None and positions is not None and self.step_prefixes is not None:
+            prefixes = self.step_prefixes.to(positions.device)[:, None].expand_as(positions)
         self.trigger_positions = positions
+        self.trigger_prefixes = prefixes
         try:
             yield
         finally:
             self.trigger_positions = None
+            self.trigger_prefixes = None
+
+    @contextlib.contextmanager
+    def decoding_prefixes(self, keys: torch.Tensor) -> Iterator[None]:
+        """Within: the decoding forwards' rows decode after the SID prefixes with keys
+        Long[rows] (`SidVocab.prefix_key`), read by prefix-gated edits."""
+        before = self.step_prefixes
+        self.step_prefixes = keys
+        try:
+            yield
+        finally:
+            self.step_prefixes = before
+
+    def sid_triggers(self, sid_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher forcing on SID tokens Long[B, P]: (positions Long[B, P] = 0..P-1,
+        prefixes Long[B, P] = key of sid[:p] at column p)."""
+        codes = self.vocab.from_tokens(sid_tokens.long())
+        assert isinstance(codes, torch.Tensor)
+        B, P = codes.shape
+        positions = torch.arange(P, device=codes.device).expand(B, P)
+        return positions, self.vocab.prefix_keys(codes)
 
     def block_log_softmax(self, logits: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
         """Log-softmax of logits float[..., vocab.size] over the block of SID position

@@ -75,8 +75,10 @@ def beam_search(
     n_items = int(children[-1].max().item()) + 1 if children[-1].numel() else 0
     excl = _exclusion_mask(exclude, max(n_items, 1), B, device)
 
-    state = model.decode_start(history_tokens)
     node = torch.zeros((B, 1), dtype=torch.long, device=device)  # trie node per beam
+    prefix = torch.zeros((B, 1), dtype=torch.long, device=device)  # its prefix_key (gated edits)
+    with model.decoding_prefixes(prefix.view(-1)):
+        state = model.decode_start(history_tokens)
     scores = torch.zeros((B, 1), device=device)
     codes = torch.zeros((B, 1, 0), dtype=torch.long, device=device)
     prev_tokens: torch.Tensor | None = None
@@ -84,7 +86,8 @@ def beam_search(
     for p in range(P):
         K = node.shape[1]
         size = vocab.sizes[p]
-        logits = model.decode_step(state, prev_tokens, p)[:, vocab.block(p)]
+        with model.decoding_prefixes(prefix.view(-1)):
+            logits = model.decode_step(state, prev_tokens, p)[:, vocab.block(p)]
         logp = torch.log_softmax(logits.float(), dim=-1).view(B, K, size)
         child = children[p][node]  # [B, K, size]: next node (item at the last level)
         valid = child >= 0
@@ -95,6 +98,7 @@ def beam_search(
         scores, flat = torch.topk(cand, k, dim=1)  # sorted, best first
         beam, code = flat // size, flat % size
         node = child.view(B, K * size).gather(1, flat)
+        prefix = prefix.gather(1, beam) * size + code
         codes = torch.cat([codes.gather(1, beam[:, :, None].expand(B, k, p)), code[:, :, None]], 2)
         if p < P - 1:
             alive = torch.isfinite(scores)

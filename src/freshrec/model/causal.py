@@ -187,8 +187,9 @@ class CausalModel(GenerativeRecommender):
         tokens = torch.cat([prompt, sid_tokens[:, :-1]], dim=1)
         mask = torch.cat([pmask, torch.ones_like(sid_tokens[:, :-1], dtype=torch.bool)], dim=1)
         trig = torch.full_like(tokens, -1)
-        trig[:, T - 1 :] = torch.arange(P, device=tokens.device)
-        with self.triggers(trig):
+        prefixes = torch.full_like(tokens, -1)
+        trig[:, T - 1 :], prefixes[:, T - 1 :] = self.sid_triggers(sid_tokens)
+        with self.triggers(trig, prefixes):
             logits = self._forward(tokens, mask, self._positions(mask), logits_to_keep=P).logits
         return self.gather_sid_log_probs(logits, sid_tokens)
 

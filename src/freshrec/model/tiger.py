@@ -133,9 +133,8 @@ class TigerModel(GenerativeRecommender):
     def sid_log_probs(self, history_tokens: torch.Tensor, sid_tokens: torch.Tensor) -> torch.Tensor:
         history_tokens = history_tokens.to(self.device)
         sid_tokens = sid_tokens.to(self.device)
-        B, P = sid_tokens.shape
-        trig = torch.arange(P, device=sid_tokens.device).expand(B, P)
-        with self.triggers(trig):
+        trig, prefixes = self.sid_triggers(sid_tokens)
+        with self.triggers(trig, prefixes):
             logits = self._teacher_forced_logits(history_tokens, sid_tokens)
         return self.gather_sid_log_probs(logits, sid_tokens)
 

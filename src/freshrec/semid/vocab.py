@@ -77,5 +77,17 @@ class SidVocab:
             return tokens - torch.as_tensor(offsets, dtype=tokens.dtype, device=tokens.device)
         return np.asarray(tokens) - np.asarray(offsets, dtype=np.int64)
 
+    def prefix_key(self, prefix: torch.Tensor) -> torch.Tensor:
+        """SID prefixes Long[..., p] (codes) -> Long[...]: an integer key (mixed radix over
+        `sizes`; 0 for p = 0), equal for two prefixes of the same length iff they are."""
+        key = torch.zeros(prefix.shape[:-1], dtype=torch.long, device=prefix.device)
+        for p in range(prefix.shape[-1]):
+            key = key * self.sizes[p] + prefix[..., p]
+        return key
+
+    def prefix_keys(self, sids: torch.Tensor) -> torch.Tensor:
+        """SID codes Long[..., k] -> Long[..., k]: column p = `prefix_key(sids[..., :p])`."""
+        return torch.stack([self.prefix_key(sids[..., :p]) for p in range(sids.shape[-1])], -1)
+
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
