@@ -161,3 +161,25 @@ def test_export_merged_adds_all_deltas(tmp_path, load_model, ckpt_dirs) -> None:
         assert torch.equal(wl.weight, wb.weight)
     cfg = json.loads((folder / "config.json").read_text())
     assert cfg["extra"]["merged_edit_packs"] == [p.pack_id for p in packs]
+
+
+def test_hooks_gate_by_the_union_of_prefix_gated_packs(load_model, ckpt_dirs, ml_sids) -> None:
+    from freshrec.edit.store import hooks_for
+
+    model = load_model("causal")
+    table = ml_sids[1]
+    packs = []
+    for seed in (1, 2):
+        pack = make_pack(model, ckpt_dirs["causal"], seed=seed)
+        pack.manifest["gate"] = "prefix"
+        pack.manifest["sids"] = table.sids[pack.items].tolist()
+        packs.append(pack)
+    hooks = hooks_for(model, packs)
+    assert hooks.gate is not None
+    want = model.vocab.prefix_keys(torch.from_numpy(table.sids[[1, 2, 2, 3]]))
+    for p, keys in enumerate(hooks.gate):
+        assert torch.equal(keys, torch.unique(want[:, p]))
+    # a pack made without the prefix gate (older packs: no "gate" key) opens it for all
+    packs.append(make_pack(model, ckpt_dirs["causal"], seed=3))
+    assert packs[-1].gate == "none"
+    assert hooks_for(model, packs).gate is None

@@ -13,6 +13,7 @@ from freshrec.edit.keys import TeacherForcedBatch, capture_keys, request_tokens
 from freshrec.edit.locate import fixed_localisation
 from freshrec.edit.pseudo import training_contexts
 from freshrec.edit.trigger import EditHooks, active_hooks, suspend_edits
+from freshrec.errors import ConfigError
 from freshrec.evaluate.gr import catalog_trie
 from freshrec.model.base import GenerativeRecommender
 from freshrec.model.batches import history_tokens
@@ -126,3 +127,60 @@ def test_scorer_and_keys_agree_with_sid_log_probs(arch, load_model, ml_split, ml
                 torch.testing.assert_close(got, want[r, p], rtol=1e-4, atol=1e-4)
     for (_, layer), k in keys.items():
         assert k.shape == (16, model.ffn_out_projs()[layer].in_features)
+
+
+def test_prefix_keys_match_mixed_radix() -> None:
+    from freshrec.semid.vocab import SidVocab
+
+    vocab = SidVocab(n_levels=2, codebook_size=4, max_collision=3)
+    sids = torch.tensor([[1, 2, 0], [1, 3, 2], [0, 2, 1]])
+    keys = vocab.prefix_keys(sids)
+    assert keys[:, 0].tolist() == [0, 0, 0]  # the empty prefix
+    assert keys[:, 1].tolist() == [1, 1, 0]
+    assert keys[:, 2].tolist() == [1 * 4 + 2, 1 * 4 + 3, 0 * 4 + 2]
+    assert torch.equal(vocab.prefix_key(sids[:, :2]), keys[:, 2])
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_prefix_gate_fires_only_on_paths_to_edited_items(
+    arch, load_model, ml_split, ml_sids
+) -> None:
+    """Gated by a few items' SIDs, a position-2 delta changes teacher-forced log-probs exactly
+    of the rows whose 2-prefix leads to one of them (later tokens attend to the edited one);
+    beam search scores its items as teacher forcing does (both feed the same prefix keys)."""
+    model = load_model(arch)
+    _, table = ml_sids
+    req = some_requests(ml_split)
+    sids = table.sids[np.asarray(req.target)]
+    gate_sids = table.sids[np.asarray(req.target)[:3]]
+    hist, tgt = request_tokens(model, ml_split, req, table.tokens(model.vocab))
+    site = next(s for s in random_deltas(model) if s[0] == 2)
+    delta = {site: random_deltas(model)[site]}
+    keys = model.vocab.prefix_key(torch.from_numpy(sids[:, :2]))
+    fires = torch.isin(keys, model.vocab.prefix_key(torch.from_numpy(gate_sids[:, :2])))
+    assert fires[:3].all()
+    assert not fires.all()
+    with torch.no_grad():
+        base = model.sid_log_probs(hist, tgt)
+        with EditHooks(model, delta, gate_sids=gate_sids):
+            gated = model.sid_log_probs(hist, tgt)
+    assert torch.equal(gated[~fires], base[~fires])
+    assert torch.equal(gated[:, :2], base[:, :2])
+    assert (gated[fires, 2] != base[fires, 2]).all()
+
+    deltas = random_deltas(model)
+    trie = catalog_trie(table, model.vocab)
+    with EditHooks(model, deltas, gate_sids=gate_sids):
+        out = _beam(model, ml_split, table, req, trie)
+        ok = out.items >= 0
+        b, _ = torch.nonzero(ok, as_tuple=True)
+        with torch.no_grad():
+            items = torch.from_numpy(table.tokens(model.vocab))[out.items[ok]]
+            lp = model.sid_log_probs(hist[b], items)
+    torch.testing.assert_close(out.scores[ok], lp.sum(1), rtol=1e-4, atol=1e-4)
+
+
+def test_gate_refuses_malformed_sids(load_model) -> None:
+    model = load_model("causal")
+    with pytest.raises(ConfigError, match="gate SIDs"):
+        EditHooks(model, gate_sids=np.zeros((2, model.vocab.sid_len + 1), dtype=np.int64))

@@ -57,6 +57,11 @@ class EditConfig(BaseModel):
     trigger: bool = Field(
         True, description="False = ablation: deltas at every decoder token (= merged weights)"
     )
+    gate: Literal["prefix", "none"] = Field(
+        "prefix",
+        description="'prefix': a position's delta fires only on beams whose decoded SID prefix "
+        "leads to an edited item; 'none': on every beam (the authors' trigger)",
+    )
     # --- bookkeeping
     batch_size: int = Field(1024, ge=1, description="requests per forward pass")
     reliability_beam: int = Field(20, ge=10, description="beam of the reliability check")

@@ -273,6 +273,8 @@ class GenRecEditor:
         projs = model.ffn_out_projs()
         try:
             with self._packs_applied(previous):
+                # teacher-forced rows carry no prefix keys: the gate is open for them, as the
+                # union gate of the finished stack will be on the new items' own prefixes
                 work = EditHooks(model, tags=[_IN_PROGRESS]).install()
                 try:
                     bs = cfg.batch_size
@@ -382,6 +384,7 @@ class GenRecEditor:
             "method": cfg.method,
             "lam": cfg.lam,
             "trigger": cfg.trigger,
+            "gate": cfg.gate,
             "seed": seed,
             "config": cfg.model_dump(mode="json"),
             "previous_packs": [pk.pack_id for pk in previous],

@@ -92,6 +92,16 @@ class EditPack:
         return bool(self.manifest.get("trigger", True))
 
     @property
+    def gate(self) -> str:
+        """ "prefix" (deltas fire only on prefixes of the edited items' SIDs) or "none"."""
+        return str(self.manifest.get("gate", "none"))
+
+    @property
+    def sids(self) -> np.ndarray:
+        """int64[m, sid_len] SID codes of the edited items."""
+        return np.asarray(self.manifest["sids"], dtype=np.int64).reshape(len(self.items), -1)
+
+    @property
     def items(self) -> np.ndarray:
         """int64[m] edited item indices."""
         return np.asarray(self.manifest["items"]["index"], dtype=np.int64)
@@ -202,9 +212,21 @@ def combined_deltas(
 def hooks_for(
     model: GenerativeRecommender, packs: list[EditPack], *, record: bool = False
 ) -> EditHooks:
-    """Uninstalled EditHooks applying `packs` to `model`."""
+    """Uninstalled EditHooks applying `packs` to `model`. The prefix gate (the union of the
+    packs' edited SIDs) is used when every triggered pack asks for it."""
     gated, ungated = combined_deltas(packs)
-    return EditHooks(model, gated, ungated=ungated, record=record, tags=[p.pack_id for p in packs])
+    triggered = [p for p in packs if p.trigger]
+    gate_sids = None
+    if triggered and all(p.gate == "prefix" for p in triggered):
+        gate_sids = np.concatenate([p.sids for p in triggered])
+    return EditHooks(
+        model,
+        gated,
+        ungated=ungated,
+        record=record,
+        tags=[p.pack_id for p in packs],
+        gate_sids=gate_sids,
+    )
 
 
 class EditStack:

@@ -7,6 +7,11 @@ projection's input) only at decoder tokens where `model.trigger_positions == p`,
 model predicts SID token p of the recommended item: during beam search exactly one delta fires
 per decoding step. Deltas of several packs for the same (p, L) are summed.
 
+Prefix gate (`gate_sids`): a gated delta then also needs the SID prefix decoded so far to be a
+prefix of one of the edited items' SIDs (`model.trigger_prefixes`, set by the beam search and
+by teacher-forced scoring; where it is unknown the gate is open). On a beam whose prefix leads
+to no edited item no delta fires (later tokens still attend to earlier, edited ones).
+
 Ungated deltas (`trigger=False`, the "no trigger" ablation) are added at every token of every
 forward, which is exactly merging them into W (`EditStack.export_merged`).
 
@@ -20,6 +25,7 @@ import contextlib
 import weakref
 from collections.abc import Iterator, Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -44,6 +50,8 @@ class EditHooks:
     ({(p, L): ...}, p only for bookkeeping) apply everywhere. `record=True` appends
     (p, L) to `fired` each time a gated delta is applied (tests check one per decoding step);
     ungated applications are recorded as (-1, L). `tags` names what is applied (pack ids).
+    gate_sids: int64[m, sid_len] SID codes of the edited items: gated deltas fire only on
+    rows whose decoded prefix is a prefix of one of them (None = no prefix gate).
     """
 
     def __init__(
@@ -54,8 +62,12 @@ class EditHooks:
         ungated: Mapping[Site, torch.Tensor] | None = None,
         record: bool = False,
         tags: list[str] | None = None,
+        gate_sids: np.ndarray | None = None,
     ) -> None:
         self.model = model
+        self.gate: list[torch.Tensor] | None = None  # per position p: sorted prefix keys
+        if gate_sids is not None:
+            self.set_gate(gate_sids)
         self.n_layers = len(model.ffn_out_projs())
         self.gated: dict[int, dict[int, torch.Tensor]] = {}  # layer -> position -> summed delta
         self.ungated: dict[int, torch.Tensor] = {}  # layer -> summed delta
@@ -96,6 +108,16 @@ class EditHooks:
         if self.installed:
             self.remove()
             self.install()
+
+    def set_gate(self, sids: np.ndarray) -> None:
+        """Gate the gated deltas by the prefixes of SIDs int64[m, sid_len] (codes)."""
+        codes = torch.as_tensor(np.asarray(sids, dtype=np.int64))
+        P = self.model.vocab.sid_len
+        if codes.ndim != 2 or codes.shape[1] != P or (codes < 0).any():
+            raise ConfigError(f"gate SIDs must be int[m, {P}] codes >= 0, got {tuple(codes.shape)}")
+        keys = self.model.vocab.prefix_keys(codes)
+        dev = self.model.device
+        self.gate = [torch.unique(keys[:, p]).to(dev) for p in range(P)]  # sorted
 
     @property
     def sites(self) -> list[Site]:
@@ -149,8 +171,11 @@ class EditHooks:
             trig = model.trigger_positions
             if trig is None or not gated:
                 return out
+            prefixes = model.trigger_prefixes
             for p, dw in gated.items():
                 m = trig == p
+                if self.gate is not None and prefixes is not None:
+                    m = m & torch.isin(prefixes, self.gate[p])
                 if not bool(m.any()):
                     continue
                 if bool(m.all()):
