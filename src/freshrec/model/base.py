@@ -122,8 +122,7 @@ class GenerativeRecommender(nn.Module, ABC):
     def sid_triggers(self, sid_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher forcing on SID tokens Long[B, P]: (positions Long[B, P] = 0..P-1,
         prefixes Long[B, P] = key of sid[:p] at column p)."""
-        offsets = torch.as_tensor(self.vocab.offsets, device=sid_tokens.device)
-        codes = sid_tokens.long() - offsets
+        codes = torch.as_tensor(self.vocab.from_tokens(sid_tokens.long()))
         B, P = codes.shape
         positions = torch.arange(P, device=codes.device).expand(B, P)
         return positions, self.vocab.prefix_keys(codes)

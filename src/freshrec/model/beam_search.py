@@ -76,17 +76,17 @@ def beam_search(
     excl = _exclusion_mask(exclude, max(n_items, 1), B, device)
 
     node = torch.zeros((B, 1), dtype=torch.long, device=device)  # trie node per beam
-    prefix = torch.zeros((B, 1), dtype=torch.long, device=device)  # its prefix_key (gated edits)
-    with model.decoding_prefixes(prefix.view(-1)):
-        state = model.decode_start(history_tokens)
     scores = torch.zeros((B, 1), device=device)
     codes = torch.zeros((B, 1, 0), dtype=torch.long, device=device)
+    # prefix-gated edits read the key of each beam's decoded prefix (codes)
+    with model.decoding_prefixes(vocab.prefix_key(codes).view(-1)):
+        state = model.decode_start(history_tokens)
     prev_tokens: torch.Tensor | None = None
     rows = torch.arange(B, device=device)[:, None]
     for p in range(P):
         K = node.shape[1]
         size = vocab.sizes[p]
-        with model.decoding_prefixes(prefix.view(-1)):
+        with model.decoding_prefixes(vocab.prefix_key(codes).view(-1)):
             logits = model.decode_step(state, prev_tokens, p)[:, vocab.block(p)]
         logp = torch.log_softmax(logits.float(), dim=-1).view(B, K, size)
         child = children[p][node]  # [B, K, size]: next node (item at the last level)
@@ -98,7 +98,6 @@ def beam_search(
         scores, flat = torch.topk(cand, k, dim=1)  # sorted, best first
         beam, code = flat // size, flat % size
         node = child.view(B, K * size).gather(1, flat)
-        prefix = prefix.gather(1, beam) * size + code
         codes = torch.cat([codes.gather(1, beam[:, :, None].expand(B, k, p)), code[:, :, None]], 2)
         if p < P - 1:
             alive = torch.isfinite(scores)
