@@ -74,6 +74,14 @@ def test_pack_round_trip(tmp_path, load_model, ckpt_dirs) -> None:
         EditPack.load(bad)
     with pytest.raises(CheckpointError, match="manifest not found"):
         EditPack.load(tmp_path / "nothing")
+    # an unknown gate, or a prefix gate without the items' SIDs, is refused
+    for gate, message in (("sideways", "unknown gate 'sideways'"), ("prefix", "one SID per")):
+        odd = tmp_path / f"gate-{gate}"
+        shutil.copytree(folder, odd)
+        manifest = json.loads((odd / "manifest.json").read_text())
+        (odd / "manifest.json").write_text(json.dumps({**manifest, "gate": gate}))
+        with pytest.raises(CheckpointError, match=message):
+            EditPack.load(odd)
 
 
 @pytest.mark.parametrize("arch", ["tiger", "causal"])

@@ -179,6 +179,12 @@ class EditPack:
             raise CheckpointError(
                 f"{mpath}: edit pack format version {manifest.get('version')}, expected {VERSION}"
             )
+        gate = manifest.get("gate", "none")  # packs made before the gate have none
+        if gate not in ("prefix", "none"):
+            raise CheckpointError(f"{mpath}: unknown gate {gate!r} (expected 'prefix' or 'none')")
+        n_items = len(manifest.get("items", {}).get("index", []))
+        if gate == "prefix" and len(manifest.get("sids", [])) != n_items:
+            raise CheckpointError(f"{mpath}: a prefix-gated pack needs one SID per edited item")
         try:
             raw = load_file(str(folder / DELTAS))
             stats = load_file(str(folder / STATS)) if (folder / STATS).is_file() else {}
