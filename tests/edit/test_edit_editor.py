@@ -139,8 +139,8 @@ def test_failures_reported_and_optionally_dropped(
         fails = pack.metrics["failures"]
         all_failed = set()
         for p, d in pack.metrics["positions"].items():
-            # no optimisation steps: every request not already top-1 fails, and is listed
-            assert d["n_success"] == d["already_top1"]
+            # no optimisation steps: every request not already met (top-1) fails, and is listed
+            assert d["n_success"] == d["already_met"]
             assert d["n_failed"] == n - d["n_success"] == len(d["failed_requests"])
             assert d["n_used_in_solve"] == (d["n_success"] if drop else n)
             all_failed |= set(d["failed_requests"])
@@ -150,6 +150,13 @@ def test_failures_reported_and_optionally_dropped(
         assert fails["in_solve"] is (not drop)
         failed_items = set(pack.requests["item"][sorted(all_failed)].tolist())
         assert set(fails["items"]) == failed_items
+    # a margin wider than any logit gap makes every request a success without a step
+    cfg = EditConfig(target_margin=1e6, **kw)
+    editor = GenRecEditor(model, ckpt_dirs["tiger"], ml_split, ml_sids[1], ml_emb, cfg, shared_work)
+    pack = editor.edit(items, seed=0)
+    assert pack.metrics["failures"]["n_requests"] == 0
+    for d in pack.metrics["positions"].values():
+        assert d["n_success"] == d["already_met"] == pack.metrics["n_requests"]
 
 
 def test_sequential_alphaedit_keeps_previous_keys(

@@ -39,6 +39,12 @@ class EditConfig(BaseModel):
     target_lr: float = Field(0.5, gt=0)
     norm_reg: float = Field(0.2, ge=0, description="weight of ||delta|| / ||v||")
     clamp: float = Field(4.0, gt=0, description="||delta|| <= clamp * ||v||")
+    target_margin: float = Field(
+        0.0,
+        ge=0,
+        description="a request succeeds once its target's logit is within this many nats of "
+        "the best allowed token (0: the target must win outright)",
+    )
     drop_failures: bool = Field(
         False, description="leave requests whose target never became top-1 out of the solve"
     )

@@ -308,6 +308,7 @@ class GenRecEditor:
                                     lr=cfg.target_lr,
                                     norm_reg=cfg.norm_reg,
                                     clamp=cfg.clamp,
+                                    margin=cfg.target_margin,
                                 )
                             )
                             timings["targets"] += time.perf_counter() - t0
@@ -340,7 +341,7 @@ class GenRecEditor:
                             "n_failed": int(failed.size),
                             "failed_requests": failed.tolist(),
                             "success_rate": float(res.success.double().mean()),
-                            "already_top1": int((res.steps == 0).logical_and(res.success).sum()),
+                            "already_met": int((res.steps == 0).logical_and(res.success).sum()),
                             "mean_steps": float(res.steps.double().mean()),
                             "logp_before": float(res.logp_before.mean()),
                             "logp_after": float(res.logp_after.mean()),

@@ -10,8 +10,10 @@ All requests of a batch are optimised together with Adam (cosine schedule) on
 output at that token), summed over requests -- Adam is elementwise, so a request's trajectory
 does not depend on which other requests share its batch and batching is exact. After each step
 ||delta_i|| is clamped to `clamp * ||v_i||`. A request stops (its delta is frozen) as soon as
-its target token is the argmax among the tokens the trie allows after its prefix; requests
-that never get there are reported as failures (`success == False`).
+its target token's logit is within `margin` nats of the best token the trie allows after its
+prefix (margin 0: the target is the argmax; margin m > 0: it is at most m below the best, a
+softer target that leaves the warm sibling it competes with in front); requests that never
+get there are reported as failures (`success == False`).
 """
 
 from __future__ import annotations
@@ -81,11 +83,13 @@ def optimise_targets(
     lr: float = 0.5,
     norm_reg: float = 0.2,
     clamp: float = 4.0,
+    margin: float = 0.0,
 ) -> TargetResult:
     """Optimise delta_i for the n requests of `scorer` (position p = scorer.p).
 
     proj: the edited projection (`ffn_out_projs()[L_p]`); target: Long[n] index of the target
-    token within block p; allowed: Bool[n, sizes[p]] trie-valid tokens after each prefix.
+    token within block p; allowed: Bool[n, sizes[p]] trie-valid tokens after each prefix;
+    margin: success once the target's logit is at most this many nats below the best allowed.
     """
     model = scorer.model
     dev = model.device
@@ -108,7 +112,7 @@ def optimise_targets(
 
         delta = torch.zeros(n, proj.out_features, device=dev, requires_grad=True)
         opt = torch.optim.Adam([delta], lr=lr)
-        done = _success(logits0, target, allowed)
+        done = _success(logits0, target, allowed, margin)
         n_steps = torch.zeros(n, dtype=torch.long, device=dev)
         logp_after = logp_before.clone()
         # one forward per step: it checks the current deltas (rows that succeed are frozen)
@@ -122,7 +126,7 @@ def optimise_targets(
             logp = torch.log_softmax(logits.float(), -1).gather(1, target[rows, None])[:, 0]
             ok = torch.zeros_like(rows, dtype=torch.bool)
             if step > 0:  # step 0's deltas are zero: already checked on logits0
-                ok = _success(logits.detach(), target[rows], allowed[rows])
+                ok = _success(logits.detach(), target[rows], allowed[rows], margin)
                 logp_after[rows] = logp.detach()
                 done[rows[ok]] = True
             act = rows[~ok]
@@ -151,7 +155,7 @@ def optimise_targets(
                 logp_after[rows] = torch.log_softmax(logits.float(), -1).gather(
                     1, target[rows, None]
                 )[:, 0]
-                done[rows] |= _success(logits, target[rows], allowed[rows])
+                done[rows] |= _success(logits, target[rows], allowed[rows], margin)
         return TargetResult(
             keys=keys.cpu(),
             values=values.cpu(),
@@ -167,7 +171,13 @@ def optimise_targets(
             q.requires_grad_(True)
 
 
-def _success(logits: torch.Tensor, target: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
-    """Bool[b]: the target token is the argmax among the allowed tokens."""
+def _success(
+    logits: torch.Tensor, target: torch.Tensor, allowed: torch.Tensor, margin: float = 0.0
+) -> torch.Tensor:
+    """Bool[b]: the target token is the argmax among the allowed tokens (margin 0), or its
+    logit is at most `margin` below the best allowed logit (margin > 0)."""
     masked = logits.float().masked_fill(~allowed, float("-inf"))
-    return masked.argmax(dim=1) == target
+    if margin <= 0:
+        return masked.argmax(dim=1) == target
+    best = masked.max(dim=1).values
+    return masked.gather(1, target[:, None])[:, 0] >= best - margin
