@@ -26,6 +26,8 @@ The full retrain does not depend on the base model, so it can be run ahead (e.g.
 GR benchmark trains): `--retrain-only`; the main run then reuses it (and says so).
 
 Writes benchmarks/results/edit.{md,json}, edit_cold_vs_warm.png, edit_time_vs_retrain.png
+(`--name X`: X.{md,json}, X_cold_vs_warm.png, ...; e.g. `--archs tiger --retrain-archs tiger
+--name edit_tiger` for TIGER as the edited model)
 (`--quick`: a smoke run with few items and requests, under benchmarks/.work/edit-quick/).
 """
 
@@ -957,7 +959,7 @@ def write_outputs(
         flat["edit_over_retrain_cpu"] = flat["edit_cpu_seconds"] / cheapest["cpu_seconds"]
         flat["edit_over_retrain_wall"] = flat["edit_seconds"] / cheapest["seconds"]
     write_json(
-        out_dir / "edit.json",
+        out_dir / f"{args.name}.json",
         {
             **flat,
             "meta": meta,
@@ -968,7 +970,7 @@ def write_outputs(
         },
     )
     edited_view = [r for r in results if r.part == "test:edited"]
-    plot_cold_collapse(edited_view, out_dir / "edit_cold_vs_warm.png", ks=(20, 50))
+    plot_cold_collapse(edited_view, out_dir / f"{args.name}_cold_vs_warm.png", ks=(20, 50))
     times: dict[str, tuple[float, float]] = {}
     for a in archs:
         A = a["arch"]
@@ -989,7 +991,9 @@ def write_outputs(
                 a["retrain"]["cpu_seconds"],
             )
     plot_times(
-        times, cheapest["cpu_seconds"] if cheapest else None, out_dir / "edit_time_vs_retrain.png"
+        times,
+        cheapest["cpu_seconds"] if cheapest else None,
+        out_dir / f"{args.name}_time_vs_retrain.png",
     )
 
     L = [
@@ -1032,8 +1036,12 @@ def write_outputs(
         for name, met, detail in targets(f):
             L.append(f"| {name} | {'–' if met is None else 'yes' if met else 'no'} | {detail} |")
         L.append("")
-    L += ["Plots: `edit_cold_vs_warm.png` (view `edited`), `edit_time_vs_retrain.png`.", ""]
-    write_text(out_dir / "edit.md", "\n".join(L))
+    L += [
+        f"Plots: `{args.name}_cold_vs_warm.png` (view `edited`), "
+        f"`{args.name}_time_vs_retrain.png`.",
+        "",
+    ]
+    write_text(out_dir / f"{args.name}.md", "\n".join(L))
     print("\n".join(L))
 
 
@@ -1079,6 +1087,7 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     ap.add_argument("--wait-minutes", type=float, default=300)
     ap.add_argument("--quick", action="store_true", help="smoke run: few items and requests")
+    ap.add_argument("--name", default="edit", help="basename of the result files")
     args = ap.parse_args()
     if args.quick:
         args.items = args.items or 40
@@ -1138,7 +1147,8 @@ def main() -> None:
         {"edited": np.arange(keep.size)},
         {},
     )
-    cache = WORK / ("edit-quick" if args.quick else "edit-bench") / "cache"
+    cache_name = "cache" if args.name == "edit" else f"cache-{args.name}"  # runs side by side
+    cache = WORK / ("edit-quick" if args.quick else "edit-bench") / cache_name
     shutil.rmtree(cache, ignore_errors=True)  # the covariance statistics are timed in this run
     ctx = Ctx(r, split, emb, tok, table, items, test, valid, args, cache)
 
