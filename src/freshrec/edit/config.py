@@ -46,7 +46,9 @@ class EditConfig(BaseModel):
         "the best allowed token (0: the target must win outright)",
     )
     drop_failures: bool = Field(
-        False, description="leave requests whose target never became top-1 out of the solve"
+        False,
+        description="leave requests that never met the success rule (top-1, or within "
+        "target_margin) out of the solve",
     )
     # --- preservation statistics (covariance.py)
     cov_samples: int = Field(20000, ge=1, description="training requests in C_p (or all)")
