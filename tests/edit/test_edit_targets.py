@@ -3,9 +3,12 @@ or come within `margin` nats of the best token the trie allows (a softer target)
 
 from __future__ import annotations
 
+import pytest
 import torch
 
+from freshrec.edit import EditConfig
 from freshrec.edit.targets import _success
+from freshrec.errors import ConfigError
 
 
 def test_success_margin_counts_only_allowed_tokens() -> None:
@@ -23,3 +26,8 @@ def test_success_margin_counts_only_allowed_tokens() -> None:
     # margin 1: within one nat of the best allowed logit (4.5 >= 4.0; 3.0 < 4.0)
     assert _success(logits, target, allowed, 1.0).tolist() == [True, False, True]
     assert _success(logits, target, allowed, 2.0).tolist() == [True, True, True]
+
+
+def test_negative_margin_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="target_margin"):
+        EditConfig.from_dict({"target_margin": -1})
