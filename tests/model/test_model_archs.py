@@ -11,6 +11,7 @@ from torch import nn
 
 from freshrec.model.base import GenerativeRecommender
 from freshrec.model.batches import causal_windows, history_tokens, iterate_batches, tiger_examples
+from freshrec.model.decode_context import NO_CONTEXT
 from freshrec.semid.vocab import BOS, PAD
 
 P = VOCAB.sid_len
@@ -166,7 +167,7 @@ def test_dropout_only_in_training(arch, sid_tokens):
 
 
 class _TriggerRecorder:
-    """A forward hook like the editing stage's: reads model.trigger_positions on each call."""
+    """A forward hook like the editing stage's: reads model.decode_context on each call."""
 
     def __init__(self, model: GenerativeRecommender) -> None:
         self.model = model
@@ -178,7 +179,7 @@ class _TriggerRecorder:
 
     def _hook(self, layer: int):
         def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-            trig = self.model.trigger_positions
+            trig = self.model.decode_context.positions
             if trig is not None:
                 assert trig.shape == output.shape[:2], (trig.shape, output.shape)
                 delta = torch.zeros_like(output)
@@ -200,7 +201,7 @@ class _TriggerRecorder:
 
 @pytest.mark.parametrize("arch", ARCHS)
 @torch.no_grad()
-def test_trigger_positions_seen_by_ffn_hooks(arch, sid_tokens):
+def test_decode_context_seen_by_ffn_hooks(arch, sid_tokens):
     model = fresh_model(arch)
     projs = model.ffn_out_projs()
     assert len(projs) == 2
@@ -230,7 +231,7 @@ def test_trigger_positions_seen_by_ffn_hooks(arch, sid_tokens):
         assert [layer for layer, _ in seen] == list(range(n_layers))
         for _, trig in seen:
             assert torch.equal(trig, torch.full((B, 1), p))
-    assert model.trigger_positions is None
+    assert model.decode_context is NO_CONTEXT
 
     model.sid_log_probs(hist, targets)
     seen = rec.take()
@@ -243,7 +244,7 @@ def test_trigger_positions_seen_by_ffn_hooks(arch, sid_tokens):
         else:  # predicting positions are the last history token and the first P-1 SID tokens
             assert trig.shape == (B, T + 1 + P - 1)
             assert (trig[:, :T] == -1).all()
-    assert model.trigger_positions is None
+    assert model.decode_context is NO_CONTEXT
 
     # an edit on position 1 changes exactly position 1's log-probs, identically on both paths
     rec.remove()

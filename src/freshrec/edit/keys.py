@@ -4,8 +4,8 @@ Two ways to get them, both teacher-forced on the target SID (edit requests: the 
 preservation statistics and probes: the true training target):
 
 - `iter_keys` / `capture_keys`: one `model.sid_log_probs` forward per batch with forward
-  pre-hooks on the projections that read `trigger_positions`; any set of (p, L) sites at once.
-  Uses only the public model API and the exact trigger semantics of decoding.
+  pre-hooks on the projections that read `decode_context.positions`; any set of (p, L) sites at
+  once. Uses only the public model API and the exact trigger semantics of decoding.
 - `TeacherForcedBatch.scorer(p)` -> `PositionScorer`: logits of SID position p for a fixed
   batch, with everything that does not depend on position p's decoder token computed once
   (tiger: the encoder; causal: the KV cache of the prompt and the SID prefix). The target
@@ -67,7 +67,7 @@ def iter_keys(
 
     def pre_hook(layer: int):
         def hook(module: nn.Module, args: tuple) -> None:
-            trig = model.trigger_positions
+            trig = model.decode_context.positions
             if trig is None:
                 return
             x = args[0]
@@ -181,7 +181,7 @@ class TeacherForcedBatch:
                 self.cfg = t5.config
                 hist = compact_left(history)
                 self.mask = hist != PAD
-                with model.triggers(None):
+                with model.decoding(None):
                     self.enc = t5.encoder(
                         input_ids=hist, attention_mask=self.mask
                     ).last_hidden_state
@@ -202,7 +202,7 @@ class TeacherForcedBatch:
                 positions = model._positions(pmask)  # type: ignore[attr-defined]
                 self.cfg = model.llama.config  # type: ignore[attr-defined]
                 trig = torch.full_like(prompt[:, :-1], -1)
-                with model.triggers(trig):
+                with model.decoding(trig):
                     out = model._forward(  # type: ignore[attr-defined]
                         prompt[:, :-1],
                         pmask[:, :-1],
@@ -234,7 +234,7 @@ class PositionScorer:
     position p's decoder token: tiger runs the (p+1)-token decoder on the cached encoder states
     and cross-attention K/V; causal extends the prompt cache with [last prompt token, t_0 ..
     t_{p-2}] once and then runs only the token that predicts t_p. `block_logits(rows)` runs
-    under `trigger_positions`, so forward hooks (edits, the target optimisation's delta) see
+    under `decode_context.positions`, so forward hooks (edits, the target optimisation's delta) see
     value p exactly at the scored token; rows index the batch's requests (Long[b]; pass them
     ascending -- e.g. from torch.nonzero -- so shrinking subsets are gathered cheaply)."""
 
@@ -266,7 +266,7 @@ class PositionScorer:
             cache = _filled_cache(b.cfg, kv)
             trig = torch.arange(p, device=tokens.device).expand(b.n, p)
             ext = slice(T - 1, T - 1 + p)
-            with torch.no_grad(), m.triggers(trig):
+            with torch.no_grad(), m.decoding(trig):
                 out = m._forward(  # type: ignore[attr-defined]
                     tokens[:, ext], mask[:, : T - 1 + p], positions[:, ext], cache, 1
                 )
@@ -287,7 +287,7 @@ class PositionScorer:
             cross = _filled_cache(self.batch.cfg, list(zip(flat[::2], flat[1::2], strict=True)))
             cache = EncoderDecoderCache(DynamicCache(config=self.batch.cfg), cross)
             trig = torch.arange(self.p + 1, device=rows.device).expand(b, self.p + 1)
-            with m.triggers(trig):
+            with m.decoding(trig):
                 out = m.t5(  # type: ignore[attr-defined]
                     encoder_outputs=(enc,),
                     attention_mask=mask,
@@ -299,6 +299,6 @@ class PositionScorer:
         last, mask, pos, *flat = self._rows.get(rows)
         cache = _filled_cache(self.batch.cfg, list(zip(flat[::2], flat[1::2], strict=True)))
         trig = torch.full((b, 1), self.p, dtype=torch.long, device=rows.device)
-        with m.triggers(trig):
+        with m.decoding(trig):
             out = m._forward(last, mask, pos, cache, 1)  # type: ignore[attr-defined]
         return out.logits[:, -1, self.block]

@@ -50,7 +50,7 @@ class TargetResult:
 
 
 class _Injector:
-    """Forward hook on the edited projection: captures input k and output v at trigger == p on
+    """Forward hook on the edited projection: captures input k and output v at decode position p on
     the first call, and adds `delta[rows]` there on every call."""
 
     def __init__(self, model: nn.Module, position: int) -> None:
@@ -61,7 +61,7 @@ class _Injector:
         self.v: torch.Tensor | None = None
 
     def __call__(self, module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-        trig = self.model.trigger_positions
+        trig = self.model.decode_context.positions
         m = trig == self.p
         if self.k is None:
             self.k = args[0][m].detach().float()

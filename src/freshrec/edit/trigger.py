@@ -3,12 +3,13 @@
 An edit is a set of weight deltas DeltaW_{p, L}: float[d_out, d_in] for SID position p on decoder
 layer L's FFN output projection (`model.ffn_out_projs()[L]`, an nn.Linear with weight
 [d_out, d_in]). A forward hook on that projection adds `k @ DeltaW_{p,L}^T` (k = the
-projection's input) only at decoder tokens where `model.trigger_positions == p`, i.e. while the
+projection's input) only at decoder tokens where `model.decode_context.positions == p`, i.e.
+while the
 model predicts SID token p of the recommended item: during beam search exactly one delta fires
 per decoding step. Deltas of several packs for the same (p, L) are summed.
 
 Prefix gate (`gate_sids`): a gated delta then also needs the SID prefix decoded so far to be a
-prefix of one of the edited items' SIDs (`model.trigger_prefixes`, set by the beam search and
+prefix of one of the edited items' SIDs (`model.decode_context.prefixes`, set by the beam search and
 by teacher-forced scoring; where it is unknown the gate is open). On a beam whose prefix leads
 to no edited item no delta fires (later tokens still attend to earlier, edited ones).
 
@@ -46,7 +47,7 @@ _ACTIVE: weakref.WeakKeyDictionary[GenerativeRecommender, list[EditHooks]] = (
 class EditHooks:
     """Forward hooks applying edit deltas to a model's FFN output projections.
 
-    deltas: {(p, L): float[d_out, d_in]} gated by `trigger_positions == p`; `ungated` deltas
+    deltas: {(p, L): float[d_out, d_in]} gated by `decode_context.positions == p`; `ungated` deltas
     ({(p, L): ...}, p only for bookkeeping) apply everywhere. `record=True` appends
     (p, L) to `fired` each time a gated delta is applied (tests check one per decoding step);
     ungated applications are recorded as (-1, L). `tags` names what is applied (pack ids).
@@ -168,10 +169,10 @@ class EditHooks:
                 out = out + F.linear(x, ungated)
                 if self.record:
                     self.fired.append((-1, layer))
-            trig = model.trigger_positions
+            ctx = model.decode_context
+            trig, prefixes = ctx.positions, ctx.prefixes
             if trig is None or not gated:
                 return out
-            prefixes = model.trigger_prefixes
             for p, dw in gated.items():
                 m = trig == p
                 if self.gate is not None and prefixes is not None:

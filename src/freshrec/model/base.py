@@ -1,13 +1,14 @@
 """The `GenerativeRecommender` interface shared by the tiger (T5) and causal (Llama) models.
 
-Decoding API (used by `beam_search`): `decode_start(history) -> state`, then for p in
-0..sid_len-1 `decode_step(state, prev_token, p) -> logits`, with `reorder(state, index)` to
-expand or select beams. The state holds the transformers KV cache, so a step costs one token.
+Decoding API (used by `freshrec.recommend.beam_search`): `decode_start(history) -> state`,
+then for p in 0..sid_len-1 `decode_step(state, prev_token, p, prefixes) -> logits`, with
+`reorder(state, index)` to expand or select beams. The state holds the transformers KV cache,
+so a step costs one token.
 
-Editing hooks: during every decoding/scoring forward, `model.trigger_positions` is set to
-Long[B, T_q] (the decoder tokens of that forward): value p at a token whose output predicts SID
-token p of the item being recommended, -1 elsewhere; it is None outside those forwards
-(training included). A forward hook on `ffn_out_projs()[layer]` reads it.
+Per-step decode context: during every decoding/scoring forward, `model.decode_context`
+(`freshrec.model.decode_context.DecodeContext`) says which SID position each decoder token
+predicts and after which decoded SID prefix; forward hooks on `ffn_out_projs()[layer]` (edit
+deltas, the prefix gate) read it.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from torch import nn
 
 from freshrec.model.config import ModelConfig
+from freshrec.model.decode_context import NO_CONTEXT, DecodeContext
 from freshrec.semid.vocab import PAD, SidVocab
 
 DecodeState = dict[str, Any]
@@ -35,13 +37,8 @@ class GenerativeRecommender(nn.Module, ABC):
         super().__init__()
         self.config = config
         self.vocab = vocab
-        self.trigger_positions: torch.Tensor | None = None
-        # Long[B, T_q] alongside trigger_positions: key (`SidVocab.prefix_keys`) of the SID
-        # prefix decoded before each token, or None when unknown (prefix-gated edits then fire
-        # wherever their position matches). `step_prefixes` Long[B] is set by the beam search
-        # for the rows of its next decoding forward.
-        self.trigger_prefixes: torch.Tensor | None = None
-        self.step_prefixes: torch.Tensor | None = None
+        # what the decoder tokens of the running forward predict (read by forward hooks)
+        self.decode_context: DecodeContext = NO_CONTEXT
         P, total = vocab.sid_len, sum(vocab.sizes)
         # block_mask[p, j]: token offsets[0] + j belongs to SID position p's block
         mask = torch.zeros(P, total, dtype=torch.bool)
@@ -64,10 +61,16 @@ class GenerativeRecommender(nn.Module, ABC):
 
     @abstractmethod
     def decode_step(
-        self, state: DecodeState, tokens: torch.Tensor | None, position: int
+        self,
+        state: DecodeState,
+        tokens: torch.Tensor | None,
+        position: int,
+        prefixes: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Logits float[B', vocab.size] for SID position `position`; `tokens` Long[B'] is the
-        token chosen at position-1 (None at position 0). Advances the cache by one token."""
+        token chosen at position-1 (None at position 0). `prefixes` Long[B']: key
+        (`SidVocab.prefix_key`) of each row's SID prefix decoded so far, put in the decode
+        context (None = unknown). Advances the cache by one token."""
 
     @abstractmethod
     def reorder(self, state: DecodeState, index: torch.Tensor) -> None:
@@ -93,33 +96,28 @@ class GenerativeRecommender(nn.Module, ABC):
         return sum(p.numel() for p in self.parameters())
 
     @contextlib.contextmanager
-    def triggers(
+    def decoding(
         self, positions: torch.Tensor | None, prefixes: torch.Tensor | None = None
     ) -> Iterator[None]:
-        """Set `trigger_positions` (and `trigger_prefixes`: `prefixes`, else the beam search's
-        `step_prefixes` broadcast over the tokens) for one forward, then clear them."""
-        if prefixes is None and positions is not None and self.step_prefixes is not None:
-            prefixes = self.step_prefixes.to(positions.device)[:, None].expand_as(positions)
-        self.trigger_positions = positions
-        self.trigger_prefixes = prefixes
+        """Within: `decode_context` = DecodeContext(positions, prefixes) (both Long[B, T_q] of
+        the forward's decoder tokens, or None); the previous context is restored after."""
+        before = self.decode_context
+        self.decode_context = DecodeContext(positions, prefixes)
         try:
             yield
         finally:
-            self.trigger_positions = None
-            self.trigger_prefixes = None
+            self.decode_context = before
 
-    @contextlib.contextmanager
-    def decoding_prefixes(self, keys: torch.Tensor) -> Iterator[None]:
-        """Within: the decoding forwards' rows decode after the SID prefixes with keys
-        Long[rows] (`SidVocab.prefix_key`), read by prefix-gated edits."""
-        before = self.step_prefixes
-        self.step_prefixes = keys
-        try:
-            yield
-        finally:
-            self.step_prefixes = before
+    @staticmethod
+    def step_context(
+        rows: int, position: int, prefixes: torch.Tensor | None, device: torch.device
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(positions Long[rows, 1] = position, prefixes Long[rows, 1] or None) of a decoding
+        step whose rows decode after the SID prefixes with keys `prefixes` Long[rows]."""
+        pos = torch.full((rows, 1), position, dtype=torch.long, device=device)
+        return pos, None if prefixes is None else prefixes.to(device).view(rows, 1)
 
-    def sid_triggers(self, sid_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def sid_decode_context(self, sid_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher forcing on SID tokens Long[B, P]: (positions Long[B, P] = 0..P-1,
         prefixes Long[B, P] = key of sid[:p] at column p)."""
         codes = torch.as_tensor(self.vocab.from_tokens(sid_tokens.long()))

@@ -78,16 +78,15 @@ def beam_search(
     node = torch.zeros((B, 1), dtype=torch.long, device=device)  # trie node per beam
     scores = torch.zeros((B, 1), device=device)
     codes = torch.zeros((B, 1, 0), dtype=torch.long, device=device)
-    # prefix-gated edits read the key of each beam's decoded prefix (codes)
-    with model.decoding_prefixes(vocab.prefix_key(codes).view(-1)):
-        state = model.decode_start(history_tokens)
+    state = model.decode_start(history_tokens)
     prev_tokens: torch.Tensor | None = None
     rows = torch.arange(B, device=device)[:, None]
     for p in range(P):
         K = node.shape[1]
         size = vocab.sizes[p]
-        with model.decoding_prefixes(vocab.prefix_key(codes).view(-1)):
-            logits = model.decode_step(state, prev_tokens, p)[:, vocab.block(p)]
+        # the decode context carries each beam's decoded prefix (read by prefix-gated edits)
+        prefixes = vocab.prefix_key(codes).view(-1)
+        logits = model.decode_step(state, prev_tokens, p, prefixes)[:, vocab.block(p)]
         logp = torch.log_softmax(logits.float(), dim=-1).view(B, K, size)
         child = children[p][node]  # [B, K, size]: next node (item at the last level)
         valid = child >= 0

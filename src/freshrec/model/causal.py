@@ -124,9 +124,10 @@ class CausalModel(GenerativeRecommender):
         B, T = tokens.shape
         # preallocated for the prompt + the sid_len - 1 fed-back tokens: updates write in place
         cache = StaticCache(config=self.llama.config, max_cache_len=T + self.vocab.sid_len - 1)
-        trig = torch.full((B, 1), -1, dtype=torch.long, device=tokens.device)
-        trig = torch.cat([trig.expand(B, T - 1), torch.zeros_like(trig)], dim=1)
-        with self.triggers(trig):
+        # only the last prompt token predicts (SID position 0, after the empty prefix: key 0)
+        pos = torch.full((B, 1), -1, dtype=torch.long, device=tokens.device)
+        pos = torch.cat([pos.expand(B, T - 1), torch.zeros_like(pos)], dim=1)
+        with self.decoding(pos, torch.zeros_like(pos)):
             out = self._forward(tokens, mask, self._positions(mask), cache, logits_to_keep=1)
         return {
             "cache": out.past_key_values,
@@ -138,7 +139,11 @@ class CausalModel(GenerativeRecommender):
         }
 
     def decode_step(
-        self, state: DecodeState, tokens: torch.Tensor | None, position: int
+        self,
+        state: DecodeState,
+        tokens: torch.Tensor | None,
+        position: int,
+        prefixes: torch.Tensor | None = None,
     ) -> torch.Tensor:
         if position == 0:
             return state["logits"]  # computed by decode_start from the last history token
@@ -147,8 +152,7 @@ class CausalModel(GenerativeRecommender):
         mask = state["mask"]
         B = mask.shape[0]
         mask = torch.cat([mask, torch.ones((B, 1), dtype=torch.bool, device=mask.device)], 1)
-        trig = torch.full((B, 1), position, dtype=torch.long, device=mask.device)
-        with self.triggers(trig):
+        with self.decoding(*self.step_context(B, position, prefixes, mask.device)):
             out = self._forward(
                 tokens.reshape(B, 1).to(mask.device),
                 mask,
@@ -186,10 +190,10 @@ class CausalModel(GenerativeRecommender):
         T = prompt.shape[1]
         tokens = torch.cat([prompt, sid_tokens[:, :-1]], dim=1)
         mask = torch.cat([pmask, torch.ones_like(sid_tokens[:, :-1], dtype=torch.bool)], dim=1)
-        trig = torch.full_like(tokens, -1)
+        positions = torch.full_like(tokens, -1)
         prefixes = torch.full_like(tokens, -1)
-        trig[:, T - 1 :], prefixes[:, T - 1 :] = self.sid_triggers(sid_tokens)
-        with self.triggers(trig, prefixes):
+        positions[:, T - 1 :], prefixes[:, T - 1 :] = self.sid_decode_context(sid_tokens)
+        with self.decoding(positions, prefixes):
             logits = self._forward(tokens, mask, self._positions(mask), logits_to_keep=P).logits
         return self.gather_sid_log_probs(logits, sid_tokens)
 

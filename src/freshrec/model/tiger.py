@@ -86,7 +86,7 @@ class TigerModel(GenerativeRecommender):
     def decode_start(self, history_tokens: torch.Tensor) -> DecodeState:
         history = compact_left(history_tokens.to(self.device))
         mask = history != PAD
-        with self.triggers(None):
+        with self.decoding(None):
             enc = self.t5.encoder(input_ids=history, attention_mask=mask).last_hidden_state
         cache = EncoderDecoderCache(
             DynamicCache(config=self.t5.config), DynamicCache(config=self.t5.config)
@@ -95,7 +95,11 @@ class TigerModel(GenerativeRecommender):
         return {"enc": enc, "mask": mask, "cache": cache, "req": req}
 
     def decode_step(
-        self, state: DecodeState, tokens: torch.Tensor | None, position: int
+        self,
+        state: DecodeState,
+        tokens: torch.Tensor | None,
+        position: int,
+        prefixes: torch.Tensor | None = None,
     ) -> torch.Tensor:
         B = state["enc"].shape[0]
         if position == 0:
@@ -104,8 +108,7 @@ class TigerModel(GenerativeRecommender):
             if tokens is None:
                 raise ValueError("decode_step needs the previous tokens after position 0")
             dec_in = tokens.reshape(B, 1).to(state["enc"].device)
-        trig = torch.full((B, 1), position, dtype=torch.long, device=dec_in.device)
-        with self.triggers(trig):
+        with self.decoding(*self.step_context(B, position, prefixes, dec_in.device)):
             out = self.t5(
                 encoder_outputs=(state["enc"],),
                 attention_mask=state["mask"],
@@ -133,8 +136,7 @@ class TigerModel(GenerativeRecommender):
     def sid_log_probs(self, history_tokens: torch.Tensor, sid_tokens: torch.Tensor) -> torch.Tensor:
         history_tokens = history_tokens.to(self.device)
         sid_tokens = sid_tokens.to(self.device)
-        trig, prefixes = self.sid_triggers(sid_tokens)
-        with self.triggers(trig, prefixes):
+        with self.decoding(*self.sid_decode_context(sid_tokens)):
             logits = self._teacher_forced_logits(history_tokens, sid_tokens)
         return self.gather_sid_log_probs(logits, sid_tokens)
 

@@ -20,7 +20,7 @@ or corrupt is marked `lost` and its items go back to `pending`; pack folders wit
 row (an edit killed between its save and its commit) are deleted; pending items are edited.
 
 Concurrency: recommendations run in one micro-batcher thread that owns the serving model
-(`model.trigger_positions` is per model, so one forward at a time); edits run in one worker
+(`model.decode_context` is per model, so one forward at a time); edits run in one worker
 thread on a second model instance. Lock order: `_edit_lock` -> `_state_lock` -> `_model_lock`.
 """
 

@@ -64,14 +64,14 @@ def user_states(model: GenerativeRecommender, history_tokens: torch.Tensor) -> t
     if model.arch == "tiger":
         hist = compact_left(history_tokens)
         mask = hist != PAD
-        with model.triggers(None):
+        with model.decoding(None):
             enc = model.t5.encoder(input_ids=hist, attention_mask=mask).last_hidden_state
         m = mask.unsqueeze(-1).to(enc.dtype)
         return (enc * m).sum(1) / m.sum(1).clamp(min=1.0)
     if model.arch == "causal":
         tokens, mask = model._prompt(history_tokens)
         embeds = model.embed_dropout(model.llama.model.embed_tokens(tokens))
-        with model.triggers(None):
+        with model.decoding(None):
             out = model.llama.model(
                 inputs_embeds=embeds,
                 attention_mask=mask.long(),

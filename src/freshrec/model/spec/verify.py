@@ -50,15 +50,13 @@ def sid_token_log_probs(
     if method != "cached":
         raise ConfigError(f"verify method must be 'cached' or 'teacher', got {method!r}")
     vocab = model.vocab
-    with model.decoding_prefixes(torch.zeros(B, dtype=torch.long, device=device)):
-        state = model.decode_start(hist)
+    state = model.decode_start(hist)
     model.reorder(state, torch.arange(B, device=device).repeat_interleave(C))
     out = torch.empty((B * C, P), device=device)
     prefixes = vocab.prefix_keys(vocab.from_tokens(cand))
     prev: torch.Tensor | None = None
     for p in range(P):  # sid_len steps, each batched over every (request, candidate) pair
-        with model.decoding_prefixes(prefixes[:, p]):
-            logits = model.decode_step(state, prev, p)[:, vocab.block(p)]
+        logits = model.decode_step(state, prev, p, prefixes[:, p])[:, vocab.block(p)]
         logp = torch.log_softmax(logits.float(), dim=-1)
         out[:, p] = logp.gather(1, (cand[:, p] - vocab.offsets[p]).unsqueeze(1)).squeeze(1)
         prev = cand[:, p]
@@ -235,8 +233,7 @@ class BeamStepper:
         n_items = int(self.children[-1].max().item()) + 1 if self.children[-1].numel() else 0
         self.excl = _exclusion_mask(exclude, max(n_items, 1), B, device)
         self.rows = torch.arange(B, device=device)
-        with model.decoding_prefixes(torch.zeros(B, dtype=torch.long, device=device)):
-            self.state = model.decode_start(history_tokens) if B else {}
+        self.state = model.decode_start(history_tokens) if B else {}
         self.node = torch.zeros((B, 1), dtype=torch.long, device=device)
         self.scores = torch.zeros((B, 1), device=device)
         self.codes = torch.zeros((B, 1, 0), dtype=torch.long, device=device)
@@ -283,8 +280,8 @@ class BeamStepper:
             self.codes = self.codes.new_zeros((0, K, p + 1))
             return
         size = vocab.sizes[p]
-        with model.decoding_prefixes(vocab.prefix_key(self.codes).view(-1)):
-            logits = model.decode_step(self.state, self.prev, p)[:, vocab.block(p)]
+        prefixes = vocab.prefix_key(self.codes).view(-1)
+        logits = model.decode_step(self.state, self.prev, p, prefixes)[:, vocab.block(p)]
         logp = torch.log_softmax(logits.float(), dim=-1).view(B, K, size)
         child = self.children[p][self.node]
         valid = child >= 0
