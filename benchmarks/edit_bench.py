@@ -241,7 +241,7 @@ def pseudo_examples(
     table = np.asarray(sid_tokens, dtype=np.int64)
     hist = split.histories(req, H)  # [n, H] right-aligned, -1 padded
     target = np.asarray(req.target, dtype=np.int64)
-    if config.arch == "tiger":
+    if config.example_layout == "targets":
         return {
             "history": history_tokens(hist, table, req.user, vocab).numpy().astype(np.int32),
             "target": table[target].astype(np.int32),

@@ -12,7 +12,6 @@ from freshrec.evaluate.baselines.textknn import TextKNNRanker
 from freshrec.model.base import build_model
 from freshrec.model.batches import request_history_tokens
 from freshrec.model.spec import SelfDrafter, TextDrafter, train_self_drafter
-from freshrec.model.spec.selfdraft import user_states
 
 H = 5
 
@@ -83,7 +82,7 @@ def test_self_drafter_scores_new_items_from_sids(self_drafter, ml_split, ml_sids
     vec = drafter.item_vectors()
     torch.testing.assert_close(vec[pair[0]], vec[pair[1]])
     # the user side is the GR model's own history representation
-    assert user_states(model, hist).shape == (len(reqs), model.config.d_model)
+    assert model.history_states(hist).shape == (len(reqs), model.config.d_model)
 
 
 def test_self_drafter_new_catalog_rows_and_save_load(self_drafter, ml_split, ml_sids, tmp_path):

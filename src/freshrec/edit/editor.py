@@ -281,8 +281,9 @@ class GenRecEditor:
                     chunks = [slice(s, min(s + bs, n)) for s in range(0, n, bs)]
                     prepared: dict[int, TeacherForcedBatch] = {}
                     kept_bytes = 0
-                    # causal prompt states change under ungated (no-trigger) edits: rebuild then
-                    keep = cfg.trigger or model.arch == "tiger"
+                    # prompt states that see the edited FFNs change under ungated (no-trigger)
+                    # edits: rebuild them then
+                    keep = cfg.trigger or not model.prompt_states_see_ffn_edits
                     for p, site in zip(positions, sites, strict=True):
                         layer = site[1]
                         allowed = self._allowed(codes, p)

@@ -360,7 +360,7 @@ def window_examples(
     """
     users, pos = window_positions(split, start)
     table = np.asarray(sid_tokens, dtype=np.int64)
-    if config.arch == "tiger":
+    if config.example_layout == "targets":
         target = split.seq_items[np.asarray(split.seq_offsets)[users] + pos]
         req = Requests(
             users.astype(np.int32), pos.astype(np.int32), target, np.zeros(len(users), bool)

@@ -16,16 +16,29 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
+from transformers.cache_utils import DynamicCache
 
 from freshrec.model.config import ModelConfig
 from freshrec.model.decode_context import NO_CONTEXT, DecodeContext
 from freshrec.semid.vocab import PAD, SidVocab
 
 DecodeState = dict[str, Any]
+
+
+class GenerateInputs(NamedTuple):
+    """transformers' `generate` on the wrapped model: `hf` (has `generate` and `lm_head`),
+    input_ids Long[B, L] and attention_mask Bool[B, L], `start` = index of the first generated
+    token in the output sequences, decoder_start_token_id (None for decoder-only models)."""
+
+    hf: nn.Module
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    start: int
+    decoder_start_token_id: int | None
 
 
 class GenerativeRecommender(nn.Module, ABC):
@@ -84,6 +97,44 @@ class GenerativeRecommender(nn.Module, ABC):
     @abstractmethod
     def ffn_out_projs(self) -> list[nn.Linear]:
         """FFN output projections of the decoder layers, in layer order."""
+
+    # --- representations ------------------------------------------------------------------
+    @abstractmethod
+    def input_embeddings(self) -> nn.Embedding:
+        """The input token embedding table [vocab.size, d_model]."""
+
+    @abstractmethod
+    def history_states(self, history_tokens: torch.Tensor) -> torch.Tensor:
+        """float[B, d_model] representation of histories Long[B, T] (no decode context; runs
+        with gradients if the caller enables them)."""
+
+    # --- teacher-forced scoring of one SID position (editing) --------------------------------
+    prompt_states_see_ffn_edits: bool = False
+    """True when `prompt_states` pass through the decoder FFNs (ungated edits change them)."""
+
+    @abstractmethod
+    def prompt_states(self, history_tokens: torch.Tensor) -> list[torch.Tensor]:
+        """Per-row states (dim 0 = the B rows of histories Long[B, T]) that scoring any SID
+        position reuses and no gated edit changes, for `position_inputs`."""
+
+    @abstractmethod
+    def position_inputs(
+        self, states: list[torch.Tensor], sid_tokens: torch.Tensor, position: int
+    ) -> list[torch.Tensor]:
+        """Per-row inputs (dim 0 = rows) of `position_logits` for SID position p, teacher-forced
+        on the SID prefix sid_tokens[:, :p] (Long[B, P]) given `prompt_states` rows; whatever
+        precedes position p's decoder token is computed here, under the decode context."""
+
+    @abstractmethod
+    def position_logits(self, inputs: list[torch.Tensor], position: int) -> torch.Tensor:
+        """Logits float[b, vocab.size] of SID position p for rows of `position_inputs` (any
+        row subset, gathered along dim 0): runs only what depends on position p's decoder
+        token, with decode positions = p there (hooks may add differentiable terms)."""
+
+    # --- transformers generate ---------------------------------------------------------------
+    @abstractmethod
+    def generate_inputs(self, history_tokens: torch.Tensor) -> GenerateInputs:
+        """What transformers' `generate` needs to produce SIDs for histories Long[B, T]."""
 
     # --- shared helpers -----------------------------------------------------------------------
     @property
@@ -160,6 +211,15 @@ def compact_left(tokens: torch.Tensor) -> torch.Tensor:
         return tokens  # already left-padded
     order = torch.sort(real.to(torch.int8), dim=1, stable=True).indices
     return tokens.gather(1, order)
+
+
+def filled_cache(config: object, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
+    """A DynamicCache whose layers hold `kv` as they are (no copy; the next forward appends)."""
+    cache = DynamicCache(config=config)  # type: ignore[arg-type]
+    for layer, (k, v) in zip(cache.layers, kv, strict=True):
+        layer.lazy_initialization(k, v)
+        layer.keys, layer.values = k, v
+    return cache
 
 
 def build_model(config: ModelConfig, vocab: SidVocab) -> GenerativeRecommender:

@@ -196,7 +196,7 @@ def training_examples(
 ) -> Examples:
     """The training examples of `config.arch`: `tiger_examples` or `causal_windows` (with
     config.max_history and config.min_context)."""
-    if config.arch == "tiger":
+    if config.example_layout == "targets":
         return tiger_examples(split, sid_tokens, config.max_history, vocab)
     return causal_windows(split, sid_tokens, config.max_history, config.min_context, vocab)
 

@@ -22,10 +22,16 @@ from collections.abc import Callable
 import torch
 from torch import nn
 from transformers import LlamaConfig, LlamaForCausalLM
-from transformers.cache_utils import Cache, StaticCache
+from transformers.cache_utils import Cache, DynamicCache, StaticCache
 from transformers.modeling_outputs import CausalLMOutputWithPast
 
-from freshrec.model.base import DecodeState, GenerativeRecommender, compact_left
+from freshrec.model.base import (
+    DecodeState,
+    GenerateInputs,
+    GenerativeRecommender,
+    compact_left,
+    filled_cache,
+)
 from freshrec.model.config import ModelConfig
 from freshrec.semid.vocab import BOS, PAD, SidVocab
 
@@ -66,6 +72,7 @@ class CausalModel(GenerativeRecommender):
     """LlamaForCausalLM wrapped in the GenerativeRecommender API."""
 
     arch = "causal"
+    prompt_states_see_ffn_edits = True  # the prompt runs through the decoder FFNs
 
     def __init__(self, config: ModelConfig, vocab: SidVocab) -> None:
         super().__init__(config, vocab)
@@ -199,3 +206,72 @@ class CausalModel(GenerativeRecommender):
 
     def ffn_out_projs(self) -> list[nn.Linear]:
         return [layer.mlp.down_proj for layer in self.llama.model.layers]
+
+    # --- representations ------------------------------------------------------------------
+    def input_embeddings(self) -> nn.Embedding:
+        return self.llama.get_input_embeddings()
+
+    def history_states(self, history_tokens: torch.Tensor) -> torch.Tensor:
+        """Last-layer (normed) hidden state of the last prompt token: the state the model
+        predicts the first SID token from."""
+        tokens, mask = self._prompt(history_tokens)
+        embeds = self.embed_dropout(self.llama.model.embed_tokens(tokens))
+        with self.decoding(None):
+            out = self.llama.model(
+                inputs_embeds=embeds,
+                attention_mask=mask.long(),
+                position_ids=self._positions(mask),
+                use_cache=False,
+            )
+        return out.last_hidden_state[:, -1]
+
+    # --- teacher-forced scoring of one SID position --------------------------------------
+    def prompt_states(self, history_tokens: torch.Tensor) -> list[torch.Tensor]:
+        """[prompt, prompt mask, then the K, V of every layer for the prompt minus its last
+        token (decode positions -1: gated edits never fire there)]."""
+        prompt, pmask = self._prompt(history_tokens)
+        positions = self._positions(pmask)
+        with self.decoding(torch.full_like(prompt[:, :-1], -1)):
+            out = self._forward(
+                prompt[:, :-1],
+                pmask[:, :-1],
+                positions[:, :-1],
+                DynamicCache(config=self.llama.config),
+                1,
+            )
+        kv = [t for la in out.past_key_values.layers for t in (la.keys, la.values)]
+        return [prompt, pmask, *kv]
+
+    def position_inputs(
+        self, states: list[torch.Tensor], sid_tokens: torch.Tensor, position: int
+    ) -> list[torch.Tensor]:
+        """Extends the prompt cache with [last prompt token, t_0 .. t_{p-2}] (decode positions
+        0 .. p-1) once: [the token predicting t_p, mask, its position id, K/V...]."""
+        prompt, pmask, *kv = states
+        p, n, T = position, prompt.shape[0], prompt.shape[1]
+        sid = sid_tokens.to(prompt.device)
+        tokens = torch.cat([prompt, sid[:, :p]], dim=1)  # the last token predicts t_p
+        mask = torch.cat([pmask, torch.ones_like(sid[:, :p], dtype=torch.bool)], dim=1)
+        positions = self._positions(mask)
+        if p > 0:
+            cache = filled_cache(self.llama.config, list(zip(kv[::2], kv[1::2], strict=True)))
+            ext = slice(T - 1, T - 1 + p)
+            with torch.no_grad(), self.decoding(torch.arange(p, device=prompt.device).expand(n, p)):
+                out = self._forward(
+                    tokens[:, ext], mask[:, : T - 1 + p], positions[:, ext], cache, 1
+                )
+            kv = [t for la in out.past_key_values.layers for t in (la.keys, la.values)]
+        return [tokens[:, -1:], mask, positions[:, -1:], *kv]
+
+    def position_logits(self, inputs: list[torch.Tensor], position: int) -> torch.Tensor:
+        """One token (the one predicting t_p) on the cached prompt + prefix."""
+        last, mask, pos, *kv = inputs
+        cache = filled_cache(self.llama.config, list(zip(kv[::2], kv[1::2], strict=True)))
+        positions = torch.full((last.shape[0], 1), position, dtype=torch.long, device=last.device)
+        with self.decoding(positions):
+            out = self._forward(last, mask, pos, cache, 1)
+        return out.logits[:, -1]
+
+    def generate_inputs(self, history_tokens: torch.Tensor) -> GenerateInputs:
+        inputs, mask = self._prompt(history_tokens)
+        return GenerateInputs(self.llama, inputs, mask, inputs.shape[1], None)

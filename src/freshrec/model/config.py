@@ -68,6 +68,13 @@ class ModelConfig(BaseModel):
         return self
 
     @property
+    def example_layout(self) -> Literal["targets", "windows"]:
+        """Training examples of the arch (`model.batches`): "targets" = one row per target
+        (tiger, `tiger_examples`), "windows" = sequence windows training every target of a
+        window in one forward (causal, `causal_windows`)."""
+        return "targets" if self.arch == "tiger" else "windows"
+
+    @property
     def attn_dropout(self) -> float:
         return self.dropout if self.attention_dropout is None else self.attention_dropout
 

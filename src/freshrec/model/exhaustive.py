@@ -2,7 +2,8 @@
 
 Both exist to check `beam_search` (and, for `hf_generate_topk`, to benchmark it): exhaustive
 scoring gives the exact top-k under the same block-restricted normalisation; the HF path runs
-`model.generate(num_beams=..., prefix_allowed_tokens_fn=...)` on the wrapped transformers model.
+`generate(num_beams=..., prefix_allowed_tokens_fn=...)` on the wrapped transformers model
+(`model.generate_inputs`).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 from freshrec.errors import ConfigError
-from freshrec.model.base import GenerativeRecommender, compact_left
+from freshrec.model.base import GenerativeRecommender
 from freshrec.model.beam_search import NEG_INF, BeamResult, _exclusion_mask
 from freshrec.semid.trie import SidTrie
 from freshrec.semid.vocab import BOS, PAD
@@ -90,14 +91,6 @@ def exhaustive_topk(
 
 
 # --- transformers generate ---------------------------------------------------------------------
-def _hf_parts(model: GenerativeRecommender) -> tuple[nn.Module, nn.Linear]:
-    if model.arch == "tiger":
-        return model.t5, model.t5.lm_head
-    if model.arch == "causal":
-        return model.llama, model.llama.lm_head
-    raise ConfigError(f"no transformers model for arch {model.arch!r}")
-
-
 @contextlib.contextmanager
 def _block_restricted_head(model: GenerativeRecommender, lm_head: nn.Module) -> Iterator[None]:
     """While active, the k-th lm_head call of a generation (k = SID position) emits -inf
@@ -151,29 +144,21 @@ def hf_generate_topk(
     """
     if top_k > beam_size:
         raise ConfigError("hf_generate_topk needs top_k <= beam_size")
-    hf, lm_head = _hf_parts(model)
+    gen = model.generate_inputs(history_tokens)
     vocab = model.vocab
     P = vocab.sid_len
-    device = model.device
     table = _prefix_table(trie)
     dead = [PAD]  # an unsatisfiable prefix continues with PAD; its score is -inf-like anyway
-
-    if model.arch == "tiger":
-        inputs = compact_left(history_tokens.to(device))
-        mask = inputs != PAD
-        start = 1  # decoder sequence = [BOS, generated...]
-    else:
-        inputs, mask = model._prompt(history_tokens)
-        start = inputs.shape[1]
+    start = gen.start
 
     def allowed(batch_id: int, seq: torch.Tensor) -> list[int]:
         return table.get(tuple(seq[start:].tolist()), dead)
 
     fn: Callable[[int, torch.Tensor], list[int]] = allowed
-    with _block_restricted_head(model, lm_head):
-        out = hf.generate(
-            input_ids=inputs,
-            attention_mask=mask.long(),
+    with _block_restricted_head(model, gen.hf.lm_head):
+        out = gen.hf.generate(
+            input_ids=gen.input_ids,
+            attention_mask=gen.attention_mask.long(),
             num_beams=beam_size,
             num_return_sequences=top_k,
             max_new_tokens=P,
@@ -187,13 +172,13 @@ def hf_generate_topk(
             use_cache=True,
             pad_token_id=PAD,
             eos_token_id=BOS,
-            decoder_start_token_id=BOS if model.arch == "tiger" else None,
+            decoder_start_token_id=gen.decoder_start_token_id,
         )
-    gen = out.sequences[:, start : start + P]
+    seqs = out.sequences[:, start : start + P]
     B = history_tokens.shape[0]
-    items = torch.full((gen.shape[0],), -1, dtype=torch.long)
-    if gen.shape[1] == P:
-        codes = vocab.from_tokens(gen.cpu())
+    items = torch.full((seqs.shape[0],), -1, dtype=torch.long)
+    if seqs.shape[1] == P:
+        codes = vocab.from_tokens(seqs.cpu())
         items = torch.as_tensor(trie.lookup(codes))
     scores = out.sequences_scores.float().cpu()
     scores = torch.where(items >= 0, scores, NEG_INF)

@@ -21,7 +21,13 @@ from transformers import T5Config, T5ForConditionalGeneration
 from transformers.cache_utils import DynamicCache, EncoderDecoderCache
 from transformers.models.t5.modeling_t5 import T5Attention
 
-from freshrec.model.base import DecodeState, GenerativeRecommender, compact_left
+from freshrec.model.base import (
+    DecodeState,
+    GenerateInputs,
+    GenerativeRecommender,
+    compact_left,
+    filled_cache,
+)
 from freshrec.model.config import ModelConfig
 from freshrec.semid.vocab import BOS, PAD, SidVocab
 
@@ -142,3 +148,67 @@ class TigerModel(GenerativeRecommender):
 
     def ffn_out_projs(self) -> list[nn.Linear]:
         return [block.layer[-1].DenseReluDense.wo for block in self.t5.decoder.block]
+
+    # --- representations ------------------------------------------------------------------
+    def input_embeddings(self) -> nn.Embedding:
+        return self.t5.get_input_embeddings()
+
+    def history_states(self, history_tokens: torch.Tensor) -> torch.Tensor:
+        """Encoder states mean-pooled over non-PAD tokens (zeros for an empty history)."""
+        hist = compact_left(history_tokens.to(self.device))
+        mask = hist != PAD
+        with self.decoding(None):
+            enc = self.t5.encoder(input_ids=hist, attention_mask=mask).last_hidden_state
+        m = mask.unsqueeze(-1).to(enc.dtype)
+        return (enc * m).sum(1) / m.sum(1).clamp(min=1.0)
+
+    # --- teacher-forced scoring of one SID position --------------------------------------
+    def prompt_states(self, history_tokens: torch.Tensor) -> list[torch.Tensor]:
+        """[encoder states, mask, then every decoder layer's cross-attention K, V]."""
+        hist = compact_left(history_tokens.to(self.device))
+        mask = hist != PAD
+        cfg = self.t5.config
+        with self.decoding(None):
+            enc = self.t5.encoder(input_ids=hist, attention_mask=mask).last_hidden_state
+            cache = EncoderDecoderCache(DynamicCache(config=cfg), DynamicCache(config=cfg))
+            self.t5(  # one BOS step fills the cross-attention K/V
+                encoder_outputs=(enc,),
+                attention_mask=mask,
+                decoder_input_ids=torch.full_like(hist[:, :1], BOS),
+                past_key_values=cache,
+                use_cache=True,
+            )
+        kv = [t for la in cache.cross_attention_cache.layers for t in (la.keys, la.values)]
+        return [enc, mask, *kv]
+
+    def position_inputs(
+        self, states: list[torch.Tensor], sid_tokens: torch.Tensor, position: int
+    ) -> list[torch.Tensor]:
+        """[encoder states, mask, decoder input [BOS, t_0 .. t_{p-1}], cross K/V...]."""
+        enc, mask, *kv = states
+        sid = sid_tokens.to(enc.device)
+        dec = torch.cat([torch.full_like(sid[:, :1], BOS), sid[:, :position]], dim=1)
+        return [enc, mask, dec, *kv]
+
+    def position_logits(self, inputs: list[torch.Tensor], position: int) -> torch.Tensor:
+        """The (p+1)-token decoder on the cached encoder states and cross-attention K/V."""
+        enc, mask, dec, *kv = inputs
+        cfg = self.t5.config
+        cross = filled_cache(cfg, list(zip(kv[::2], kv[1::2], strict=True)))
+        cache = EncoderDecoderCache(DynamicCache(config=cfg), cross)
+        b = dec.shape[0]
+        positions = torch.arange(position + 1, device=dec.device).expand(b, position + 1)
+        with self.decoding(positions):
+            out = self.t5(
+                encoder_outputs=(enc,),
+                attention_mask=mask,
+                decoder_input_ids=dec,
+                past_key_values=cache,
+                use_cache=True,
+            )
+        return out.logits[:, -1]
+
+    def generate_inputs(self, history_tokens: torch.Tensor) -> GenerateInputs:
+        inputs = compact_left(history_tokens.to(self.device))
+        # decoder sequence = [BOS, generated...]
+        return GenerateInputs(self.t5, inputs, inputs != PAD, 1, BOS)

@@ -31,7 +31,6 @@ from freshrec.model.spec.selfdraft import (
     SelfDraftHeads,
     item_features,
     train_self_drafter,
-    user_states,
 )
 from freshrec.model.spec.verify import (
     BeamStepper,
@@ -67,7 +66,6 @@ __all__ = [
     "spec_stats",
     "train_self_drafter",
     "tune_gamma",
-    "user_states",
     "verify_scores",
     "verify_token_log_probs",
 ]

@@ -1,7 +1,8 @@
 """SpecGR++-style self-drafter: the GR model's own encoder as an inductive retriever.
 
-User vector: the GR model's representation of the history (tiger: mean-pooled encoder states;
-causal: the final hidden state at the last prompt token) through a small MLP head.
+User vector: the GR model's representation of the history (`model.history_states`; tiger:
+mean-pooled encoder states; causal: the final hidden state at the last prompt token) through a
+small MLP head.
 Item vector: the model's input token embeddings of the item's SID codes (concatenated over
 positions) through another small MLP head. Both are L2-normalised; score = inner product.
 
@@ -32,11 +33,10 @@ from torch import nn
 from freshrec.atomic import atomic_dir, write_json
 from freshrec.data.schema import Split
 from freshrec.errors import CheckpointError, ConfigError
-from freshrec.model.base import GenerativeRecommender, compact_left
+from freshrec.model.base import GenerativeRecommender
 from freshrec.model.batches import iterate_batches, tiger_examples, training_examples
 from freshrec.semid.table import SidTable
 from freshrec.semid.trie import SidTrie
-from freshrec.semid.vocab import PAD
 
 HEADS_FILE = "heads.safetensors"
 HEADS_CONFIG = "self_drafter.json"
@@ -44,50 +44,12 @@ NEG_INF = float("-inf")
 
 
 # --------------------------------------------------------------------------- representations
-def input_embeddings(model: GenerativeRecommender) -> nn.Embedding:
-    """The model's input token embedding table (tiger: T5 `shared`; causal: `embed_tokens`)."""
-    if model.arch == "tiger":
-        return model.t5.get_input_embeddings()
-    if model.arch == "causal":
-        return model.llama.get_input_embeddings()
-    raise ConfigError(f"no input embeddings for arch {model.arch!r}")
-
-
-def user_states(model: GenerativeRecommender, history_tokens: torch.Tensor) -> torch.Tensor:
-    """float[B, d_model] history representation of Long[B, T] model input tokens.
-
-    tiger: encoder states mean-pooled over non-PAD tokens (zeros for an empty history);
-    causal: last-layer (normed) hidden state of the last prompt token, i.e. the state the
-    model predicts the first SID token from. Runs with gradients if the caller enables them.
-    """
-    history_tokens = history_tokens.to(model.device)
-    if model.arch == "tiger":
-        hist = compact_left(history_tokens)
-        mask = hist != PAD
-        with model.decoding(None):
-            enc = model.t5.encoder(input_ids=hist, attention_mask=mask).last_hidden_state
-        m = mask.unsqueeze(-1).to(enc.dtype)
-        return (enc * m).sum(1) / m.sum(1).clamp(min=1.0)
-    if model.arch == "causal":
-        tokens, mask = model._prompt(history_tokens)
-        embeds = model.embed_dropout(model.llama.model.embed_tokens(tokens))
-        with model.decoding(None):
-            out = model.llama.model(
-                inputs_embeds=embeds,
-                attention_mask=mask.long(),
-                position_ids=model._positions(mask),
-                use_cache=False,
-            )
-        return out.last_hidden_state[:, -1]
-    raise ConfigError(f"no user states for arch {model.arch!r}")
-
-
 def item_features(
     model: GenerativeRecommender, sid_tokens: torch.Tensor, n_positions: int
 ) -> torch.Tensor:
     """float[N, n_positions * d_model]: input embeddings of the first `n_positions` SID tokens
     of Long[N, sid_len] (token ids; rows of -1 give zeros), concatenated over positions."""
-    emb = input_embeddings(model)
+    emb = model.input_embeddings()
     tok = sid_tokens[:, :n_positions].to(emb.weight.device)
     valid = (tok >= 0).all(dim=1, keepdim=True)
     feats = emb(tok.clamp(min=0)).flatten(1)
@@ -187,7 +149,7 @@ class SelfDrafter:
         was = self.model.training
         self.model.eval()
         try:
-            u = self.heads.users(user_states(self.model, history_tokens))
+            u = self.heads.users(self.model.history_states(history_tokens))
         finally:
             self.model.train(was)
         s = (u @ self.item_vectors().T).float().cpu()
@@ -306,7 +268,7 @@ def train_self_drafter(
             batch = next(batches)
             items = batch["item"].to(model.device)
             with torch.set_grad_enabled(finetune_model):
-                states = user_states(model, batch["history"])
+                states = model.history_states(batch["history"])
                 if negatives == "batch":
                     feats = item_features(model, batch["target"], n_pos)
                 else:
