@@ -18,12 +18,12 @@ from freshrec.config import load_recipe
 from freshrec.data import save_split
 from freshrec.edit import EditConfig
 from freshrec.edit.cli import recommend_with_edits, register, split_overrides
-from freshrec.edit.store import EditPack
 from freshrec.embed import cache_path
 from freshrec.errors import CheckpointError, ConfigError, UnknownItemError
 from freshrec.model.base import build_model
 from freshrec.model.checkpoint import load_checkpoint, save_checkpoint
 from freshrec.model.config import ModelConfig
+from freshrec.model.edit_packs import EditPack
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()

@@ -7,14 +7,15 @@ import numpy as np
 import torch
 from test_edit_trigger import random_deltas
 
-from freshrec.edit.covariance import file_sha256, key_covariances, split_hash
+from freshrec.edit.covariance import key_covariances, split_hash
 from freshrec.edit.locate import (
     choose_layer,
     fixed_localisation,
     probe_localisation,
     ridge_probe_accuracy,
 )
-from freshrec.edit.trigger import EditHooks
+from freshrec.model.checkpoint import file_sha256
+from freshrec.model.edit_hooks import EditHooks
 
 
 def test_covariance_cached_and_from_base_model(

@@ -14,9 +14,9 @@ import torch
 from freshrec.data.schema import Requests
 from freshrec.edit import EditConfig, EditPack, EditStack, GenRecEditor
 from freshrec.edit.keys import request_tokens
-from freshrec.edit.trigger import EditHooks, active_hooks
 from freshrec.errors import ConfigError
 from freshrec.evaluate.gr import GRRanker, catalog_trie
+from freshrec.model.edit_hooks import EditHooks, active_hooks
 
 # lambda per arch for these tiny models (a coarse sweep over 10..1000; docs/EDITING.md)
 LAM = {"tiger": 30.0, "causal": 300.0}

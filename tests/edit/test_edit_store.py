@@ -13,11 +13,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from test_edit_trigger import _beam, random_deltas, some_requests
 
-from freshrec.edit.store import EditPack, EditStack, checkpoint_identity
-from freshrec.edit.trigger import active_hooks
 from freshrec.errors import CheckpointError, ConfigError, TokenizerMismatchError
 from freshrec.evaluate.gr import catalog_trie
-from freshrec.model.checkpoint import load_checkpoint
+from freshrec.model.checkpoint import checkpoint_identity, load_checkpoint
+from freshrec.model.edit_hooks import active_hooks
+from freshrec.model.edit_packs import EditPack, EditStack
 
 
 def make_pack(model, ckpt: Path, seed: int, trigger: bool = True) -> EditPack:
@@ -172,7 +172,7 @@ def test_export_merged_adds_all_deltas(tmp_path, load_model, ckpt_dirs) -> None:
 
 
 def test_hooks_gate_by_the_union_of_prefix_gated_packs(load_model, ckpt_dirs, ml_sids) -> None:
-    from freshrec.edit.store import hooks_for
+    from freshrec.model.edit_packs import hooks_for
 
     model = load_model("causal")
     table = ml_sids[1]

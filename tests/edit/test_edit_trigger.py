@@ -12,12 +12,12 @@ from freshrec.data.schema import Requests
 from freshrec.edit.keys import TeacherForcedBatch, capture_keys, request_tokens
 from freshrec.edit.locate import fixed_localisation
 from freshrec.edit.pseudo import training_contexts
-from freshrec.edit.trigger import EditHooks, active_hooks, suspend_edits
 from freshrec.errors import ConfigError
 from freshrec.evaluate.gr import catalog_trie
 from freshrec.model.base import GenerativeRecommender
 from freshrec.model.batches import history_tokens
 from freshrec.model.beam_search import beam_search
+from freshrec.model.edit_hooks import EditHooks, active_hooks, suspend_edits
 
 ARCHS = ("tiger", "causal")
 

@@ -9,16 +9,20 @@ pack.save(folder)
 stack = EditStack(model, checkpoint_dir)
 stack.push(pack)          # the model now recommends the new items; stack.pop() rolls back
 ```
+
+Applying packs is model-level: `EditPack`, `EditStack` (`freshrec.model.edit_packs`) and
+`EditHooks` (`freshrec.model.edit_hooks`) live in `freshrec.model` and are re-exported here.
 """
 
 from freshrec.edit.config import EditConfig
-from freshrec.edit.covariance import file_sha256, key_covariances, split_hash
+from freshrec.edit.covariance import key_covariances, split_hash
 from freshrec.edit.editor import GenRecEditor
 from freshrec.edit.locate import Localisation, fixed_localisation, probe_localisation
 from freshrec.edit.pseudo import PseudoRequests, pseudo_requests
 from freshrec.edit.solve import alphaedit_solve, memit_solve, null_space_basis
-from freshrec.edit.store import EditPack, EditStack, checkpoint_identity
-from freshrec.edit.trigger import EditHooks, active_hooks, suspend_edits
+from freshrec.model.checkpoint import checkpoint_identity, file_sha256
+from freshrec.model.edit_hooks import EditHooks, active_hooks, suspend_edits
+from freshrec.model.edit_packs import EditPack, EditStack
 
 __all__ = [
     "EditConfig",

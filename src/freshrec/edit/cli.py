@@ -25,7 +25,7 @@ from rich.table import Table
 
 from freshrec.cli_support import RecipeOpt, console, friendly
 from freshrec.config import parse_value
-from freshrec.errors import CheckpointError, ConfigError, UnknownItemError
+from freshrec.errors import ConfigError, UnknownItemError
 
 __all__ = [
     "edit",
@@ -70,13 +70,10 @@ def split_overrides(overrides: Sequence[str] | None) -> tuple[list[str], dict[st
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
-    """The checkpoint folder holding model.safetensors: `path` itself, or `path/best` for a
-    training run folder. CheckpointError when neither exists."""
-    folder = Path(path)
-    for cand in (folder, folder / "best"):
-        if (cand / "model.safetensors").is_file():
-            return cand
-    raise CheckpointError(f"{folder}: no checkpoint here (expected model.safetensors or best/)")
+    """`freshrec.model.checkpoint.resolve_checkpoint` (a checkpoint or a run folder's best/)."""
+    from freshrec.model.checkpoint import resolve_checkpoint as resolve
+
+    return resolve(path)
 
 
 def resolve_items(split: Any, items: Sequence[str] | None) -> np.ndarray:
@@ -114,14 +111,9 @@ def resolve_items(split: Any, items: Sequence[str] | None) -> np.ndarray:
 def resolve_pack(recipe: Any, pack: str | Path) -> Path:
     """A pack folder: `pack` as a path, else a pack id under `<work>/edits/`."""
     from freshrec import pipeline
+    from freshrec.model.edit_packs import pack_folder
 
-    path = Path(pack)
-    if (path / "manifest.json").is_file():
-        return path
-    under = pipeline.workspace(recipe).edits() / str(pack)
-    if (under / "manifest.json").is_file():
-        return under
-    raise CheckpointError(f"edit pack {str(pack)!r} not found (neither a folder nor in {under})")
+    return pack_folder(pack, pipeline.workspace(recipe).edits())
 
 
 def _reliability_cell(rel: dict[str, Any] | None) -> str:
@@ -214,8 +206,8 @@ def recommend_with_edits(
     full catalog, with edit `packs` (folders or pack ids under `<work>/edits/`) applied in
     order. Packs made on another checkpoint or tokenizer are refused."""
     from freshrec import pipeline
-    from freshrec.edit.store import EditPack, EditStack
     from freshrec.model.checkpoint import load_checkpoint
+    from freshrec.model.edit_packs import EditPack, EditStack
 
     if top_k < 1:
         raise ConfigError(f"top_k must be >= 1, got {top_k}")

@@ -61,7 +61,7 @@ class EditConfig(BaseModel):
         1e-2, gt=0, lt=1, description="AlphaEdit: eigen-directions below threshold * top are null"
     )
     alpha: float = Field(1.0, gt=0, description="AlphaEdit: ridge alpha of the projected solve")
-    # --- application (trigger.py)
+    # --- application (freshrec.model.edit_hooks)
     trigger: bool = Field(
         True, description="False = ablation: deltas at every decoder token (= merged weights)"
     )

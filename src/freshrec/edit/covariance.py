@@ -25,19 +25,8 @@ from freshrec.atomic import write_bytes
 from freshrec.data.schema import Requests, Split
 from freshrec.edit.keys import iter_keys, request_tokens
 from freshrec.edit.pseudo import training_contexts
-from freshrec.edit.trigger import Site, suspend_edits
 from freshrec.model.base import GenerativeRecommender
-
-_CHUNK = 1 << 20
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes (streamed)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
+from freshrec.model.edit_hooks import Site, suspend_edits
 
 
 def split_hash(split: Split) -> str:

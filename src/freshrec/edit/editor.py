@@ -43,12 +43,15 @@ from freshrec.edit.solve import (
     null_space_basis,
     preserved_change,
 )
-from freshrec.edit.store import EditPack, checkpoint_identity, hooks_for
 from freshrec.edit.targets import TargetResult, optimise_targets
-from freshrec.edit.trigger import EditHooks, Site, active_hooks
 from freshrec.errors import CheckpointError, ConfigError, TokenizerMismatchError, UnknownItemError
 from freshrec.evaluate.gr import GRRanker, catalog_trie
 from freshrec.model.base import GenerativeRecommender
+from freshrec.model.checkpoint import checkpoint_identity
+from freshrec.model.edit_hooks import EditHooks, Site, active_hooks
+from freshrec.model.edit_packs import FORMAT as PACK_FORMAT
+from freshrec.model.edit_packs import VERSION as PACK_VERSION
+from freshrec.model.edit_packs import EditPack, hooks_for
 from freshrec.semid.table import SidTable
 from freshrec.workspace import Workspace
 
@@ -367,8 +370,8 @@ class GenRecEditor:
         item_ids = [ids[i] if i < len(ids) else str(i) for i in items.tolist()]
         failed_items = np.unique(pseudo.item[failed_any]).tolist()
         manifest: dict[str, Any] = {
-            "format": "freshrec-edit-pack",
-            "version": 1,
+            "format": PACK_FORMAT,
+            "version": PACK_VERSION,
             "pack_id": "",
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "freshrec_version": freshrec.__version__,

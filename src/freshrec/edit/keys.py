@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from freshrec.data.schema import Requests, Split
-from freshrec.edit.trigger import Site
 from freshrec.model.base import GenerativeRecommender
 from freshrec.model.batches import request_history_tokens
+from freshrec.model.edit_hooks import Site
 
 
 def request_tokens(

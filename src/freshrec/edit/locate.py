@@ -26,8 +26,8 @@ import torch
 from freshrec.data.schema import Split
 from freshrec.edit.covariance import sample_training_requests
 from freshrec.edit.keys import capture_keys, request_tokens
-from freshrec.edit.trigger import suspend_edits
 from freshrec.model.base import GenerativeRecommender
+from freshrec.model.edit_hooks import suspend_edits
 
 
 @dataclass

@@ -20,7 +20,6 @@ from typing import Any, NamedTuple
 
 import torch
 from torch import nn
-from transformers.cache_utils import DynamicCache
 
 from freshrec.model.config import ModelConfig
 from freshrec.model.decode_context import NO_CONTEXT, DecodeContext
@@ -211,15 +210,6 @@ def compact_left(tokens: torch.Tensor) -> torch.Tensor:
         return tokens  # already left-padded
     order = torch.sort(real.to(torch.int8), dim=1, stable=True).indices
     return tokens.gather(1, order)
-
-
-def filled_cache(config: object, kv: list[tuple[torch.Tensor, torch.Tensor]]) -> DynamicCache:
-    """A DynamicCache whose layers hold `kv` as they are (no copy; the next forward appends)."""
-    cache = DynamicCache(config=config)  # type: ignore[arg-type]
-    for layer, (k, v) in zip(cache.layers, kv, strict=True):
-        layer.lazy_initialization(k, v)
-        layer.keys, layer.values = k, v
-    return cache
 
 
 def build_model(config: ModelConfig, vocab: SidVocab) -> GenerativeRecommender:

@@ -30,9 +30,9 @@ from freshrec.model.base import (
     GenerateInputs,
     GenerativeRecommender,
     compact_left,
-    filled_cache,
 )
 from freshrec.model.config import ModelConfig
+from freshrec.model.kv_cache import filled_cache
 from freshrec.semid.vocab import BOS, PAD, SidVocab
 
 

@@ -7,6 +7,7 @@ with; loading with a different expected fingerprint raises `TokenizerMismatchErr
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -110,3 +111,32 @@ def load_checkpoint(
             f"unexpected {unexpected[:5]})"
         )
     return model.to(map_location).eval()
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """The checkpoint folder holding the weights: `path` itself, or `path/best` for a training
+    run folder. CheckpointError when neither exists."""
+    folder = Path(path)
+    for cand in (folder, folder / "best"):
+        if (cand / WEIGHTS).is_file():
+            return cand
+    raise CheckpointError(f"{folder}: no checkpoint here (expected {WEIGHTS} or best/)")
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes (streamed)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def checkpoint_identity(checkpoint_dir: str | Path) -> tuple[str, str]:
+    """(content hash = sha256 of the weights file, tokenizer fingerprint) of a checkpoint."""
+    folder = Path(checkpoint_dir)
+    cfg = read_checkpoint_config(folder)
+    weights = folder / WEIGHTS
+    if not weights.is_file():
+        raise CheckpointError(f"{weights}: checkpoint weights not found")
+    return file_sha256(weights), str(cfg["tokenizer_fingerprint"])

@@ -30,7 +30,7 @@ from freshrec.semid.table import SidTable
 
 if TYPE_CHECKING:
     from freshrec.config import Recipe
-    from freshrec.edit.store import EditStack
+    from freshrec.model.edit_packs import EditStack
 
 Method = Literal["text", "self", "hybrid"]
 LABELS = {
@@ -46,7 +46,7 @@ def _base_model(model: GenerativeRecommender, edited: Any) -> Iterator[None]:
     if edited is None or getattr(edited, "model", None) is not model:
         yield
         return
-    from freshrec.edit.trigger import suspend_edits
+    from freshrec.model.edit_hooks import suspend_edits
 
     with suspend_edits(model):
         yield
@@ -201,7 +201,7 @@ def recommend_spec(
     model = load_checkpoint(folder, expect_fingerprint=tokenizer.fingerprint)
     stack = None
     if edit_packs:
-        from freshrec.edit.store import EditPack, EditStack
+        from freshrec.model.edit_packs import EditPack, EditStack
 
         stack = EditStack(model, folder)
         for pack in edit_packs:

@@ -1,4 +1,5 @@
-"""Edit packs (a folder per edit, written atomically) and the `EditStack` that applies them.
+"""Edit packs (a folder per edit, written atomically) and the `EditStack` that applies them to
+a model. Packs are computed by `freshrec.edit.GenRecEditor`; applying them is model-level.
 
 Pack folder:
     manifest.json        pack id, base checkpoint hash + tokenizer fingerprint, items (indices,
@@ -8,7 +9,7 @@ Pack folder:
     stats.safetensors    "gram.p{p}.l{L}": K K^T float64 [d_in, d_in] of the edited keys (for
                          AlphaEdit on later packs); "req.user/pos/item": the edit requests
 
-`EditStack(model, checkpoint_dir)` applies packs to a live model via hooks (`trigger.EditHooks`),
+`EditStack(model, checkpoint_dir)` applies packs to a live model via `edit_hooks.EditHooks`,
 refusing packs made on another base checkpoint or tokenizer; `pop()` rolls back the latest;
 with no pack left the model computes exactly what the base checkpoint computes.
 `export_merged` writes a plain checkpoint with every delta added to its weights -- that drops
@@ -31,15 +32,30 @@ from safetensors.torch import load_file, save_file
 
 import freshrec
 from freshrec.atomic import atomic_dir, write_json
-from freshrec.edit.covariance import file_sha256
-from freshrec.edit.trigger import EditHooks, Site
 from freshrec.errors import CheckpointError, ConfigError, TokenizerMismatchError
 from freshrec.model.base import GenerativeRecommender, build_model
-from freshrec.model.checkpoint import WEIGHTS, read_checkpoint_config, save_checkpoint
+from freshrec.model.checkpoint import checkpoint_identity, save_checkpoint
+from freshrec.model.edit_hooks import EditHooks, Site
 
 FORMAT = "freshrec-edit-pack"
 VERSION = 1
 MANIFEST, DELTAS, STATS = "manifest.json", "deltas.safetensors", "stats.safetensors"
+
+
+def pack_folder(pack: str | Path, edits_dir: str | Path | None = None) -> Path:
+    """A pack folder: `pack` as a path, else a pack id under `edits_dir`; CheckpointError when
+    neither holds a manifest."""
+    path = Path(pack)
+    if (path / MANIFEST).is_file():
+        return path
+    if edits_dir is not None:
+        under = Path(edits_dir) / str(pack)
+        if (under / MANIFEST).is_file():
+            return under
+        raise CheckpointError(
+            f"edit pack {str(pack)!r} not found (neither a folder nor in {under})"
+        )
+    raise CheckpointError(f"edit pack {str(pack)!r} not found (not a pack folder)")
 
 
 def site_name(site: Site) -> str:
@@ -49,16 +65,6 @@ def site_name(site: Site) -> str:
 def parse_site(name: str) -> Site:
     p, layer = name.split(".")
     return int(p[1:]), int(layer[1:])
-
-
-def checkpoint_identity(checkpoint_dir: str | Path) -> tuple[str, str]:
-    """(content hash = sha256 of model.safetensors, tokenizer fingerprint) of a checkpoint."""
-    folder = Path(checkpoint_dir)
-    cfg = read_checkpoint_config(folder)
-    weights = folder / WEIGHTS
-    if not weights.is_file():
-        raise CheckpointError(f"{weights}: checkpoint weights not found")
-    return file_sha256(weights), str(cfg["tokenizer_fingerprint"])
 
 
 @dataclass

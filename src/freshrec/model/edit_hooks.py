@@ -1,4 +1,5 @@
-"""The one-to-one trigger: edit deltas live in forward hooks, never in the base weights.
+"""Edit hooks (the one-to-one trigger): edit deltas live in forward hooks, never in the base
+weights. Computing deltas is `freshrec.edit`'s job; applying them is the model's.
 
 An edit is a set of weight deltas DeltaW_{p, L}: float[d_out, d_in] for SID position p on decoder
 layer L's FFN output projection (`model.ffn_out_projs()[L]`, an nn.Linear with weight
