@@ -27,28 +27,32 @@ from freshrec.evaluate.baselines import (
 from freshrec.evaluate.plots import plot_cold_collapse, plot_position_accuracy
 from freshrec.evaluate.protocol import evaluate_ranker, sample_requests
 from freshrec.evaluate.report import markdown_table, run_metadata
-from freshrec.model.batches import request_history_tokens
-from freshrec.model.beam_search import beam_search
-from freshrec.model.exhaustive import hf_generate_topk
+from freshrec.model.batches import history_tokens
+from freshrec.recommend.catalog import Catalog
+from freshrec.recommend.exhaustive import hf_generate_topk
+from freshrec.recommend.gr import GRRanker
 
 
 def decode_speed(model, split, table, n_users: int, beam: int, repeats: int = 3) -> dict:
-    """users/s of beam_search vs HF generate (same model, users, trie, beam; top-k = beam)."""
+    """users/s of freshrec's beam search (`GRRanker` over the warm catalog, history not
+    excluded, one batch) vs HF generate (same model, users, trie, beam; top-k = beam)."""
     requests, _ = sample_requests(split.valid, n_users, 0)
-    hist = request_history_tokens(
-        split, requests, table.tokens(model.vocab), model.config.max_history, model.vocab
-    )
-    trie = pipeline.catalog_trie(table, model.vocab, ~np.asarray(split.is_new))
+    items_hist = split.histories(requests, model.config.max_history)
+    users = np.asarray(requests.user)
+    catalog = Catalog.from_split(split, table, model.vocab)
+    ranker = GRRanker(model, catalog, scope="warm", beam_size=beam, batch_size=max(n_users, 1))
+    hist = history_tokens(items_hist, catalog.sid_tokens, users, model.vocab)
+    trie = catalog.trie("warm")
     ours, hf = [], []
     with torch.no_grad():
         for _ in range(repeats):
             t = time.perf_counter()
-            res = beam_search(model, hist, trie, beam_size=beam, top_k=beam)
+            res, _ = ranker.rank_histories(items_hist, users, beam, exclude_history=False)
             ours.append(time.perf_counter() - t)
             t = time.perf_counter()
             items, _ = hf_generate_topk(model, hist, trie, beam_size=beam, top_k=beam)
             hf.append(time.perf_counter() - t)
-    top10_equal = float((res.items[:, :10] == items[:, :10]).all(dim=1).float().mean())
+    top10_equal = float((res[:, :10] == items[:, :10].numpy()).all(axis=1).mean())
     return {
         "beam": beam,
         "users": n_users,
@@ -56,7 +60,7 @@ def decode_speed(model, split, table, n_users: int, beam: int, repeats: int = 3)
         "generate_users_per_s": n_users / float(np.median(hf)),
         "speedup": float(np.median(hf) / np.median(ours)),
         "top10_identical_share": top10_equal,
-        "invalid_items": int((res.items < 0).sum()),
+        "invalid_items": int((res < 0).sum()),
     }
 
 

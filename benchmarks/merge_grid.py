@@ -50,7 +50,6 @@ from freshrec.config import load_recipe as run_recipe
 from freshrec.data import load_movielens
 from freshrec.data.schema import Requests, Split
 from freshrec.embed import embed_texts
-from freshrec.evaluate.gr import GRRanker
 from freshrec.evaluate.metrics import compute_metrics, hit_ranks
 from freshrec.evaluate.protocol import sample_requests
 from freshrec.evaluate.report import run_metadata
@@ -74,7 +73,8 @@ from freshrec.merge import (
 from freshrec.model.base import GenerativeRecommender, build_model
 from freshrec.model.checkpoint import load_checkpoint, save_checkpoint
 from freshrec.model.config import ModelConfig
-from freshrec.semid.trie import SidTrie
+from freshrec.recommend.catalog import Catalog
+from freshrec.recommend.gr import GRRanker
 
 ROOT = Path(__file__).resolve().parent
 DATA = ROOT.parent / "data" / "ml-latest-small"
@@ -182,8 +182,7 @@ class Context:
 
     name: str
     split: Split
-    mask: np.ndarray  # bool[n_items] the context's catalog (its items, new ones included)
-    trie: SidTrie
+    catalog: Catalog  # recommendable: the context's items with a SID, new ones included
     valid: Requests
     test: Requests
     n_valid: int  # requests before sampling
@@ -208,8 +207,7 @@ class Evaluator:
     """Scores models on contexts; refuses to read a context's test requests twice for one
     reported row, so each reported test number is a single read."""
 
-    def __init__(self, sid_tokens: np.ndarray) -> None:
-        self.sid_tokens = sid_tokens
+    def __init__(self) -> None:
         self.test_reads: set[tuple[str, str]] = set()
         self.valid_evals = 0
         self.seconds = {"valid": 0.0, "test": 0.0}
@@ -222,9 +220,7 @@ class Evaluator:
         else:
             self.valid_evals += 1
         req = ctx.test if part == "test" else ctx.valid
-        ranker = GRRanker(
-            model, self.sid_tokens, ctx.trie, name=row, catalog="full", beam_size=BEAM
-        )
+        ranker = GRRanker(model, ctx.catalog, scope="full", name=row, beam_size=BEAM)
         t = time.perf_counter()
         ranked = ranker.rank(ctx.split, req, top_k=TOP_K)
         self.seconds[part] += time.perf_counter() - t
@@ -233,7 +229,7 @@ class Evaluator:
             req.target,
             req.cold,
             ctx.split.is_new,
-            catalog_size=int(ctx.mask.sum()),
+            catalog_size=ctx.catalog.size("full"),
             ks=(10, 20),
         )
         rank = hit_ranks(ranked, req.target)
@@ -645,9 +641,9 @@ def main() -> None:
         sp = context_split(dataset, (cut1, cut2), mask)
         test, _ = sample_requests(sp.test, s.test_requests, seed)
         valid, _ = sample_requests(sp.valid, s.valid_requests, seed)
-        trie = SidTrie.from_table(table.sids, tokenizer.vocab, mask & has_sid)
-        contexts[c] = Context(c, sp, mask & has_sid, trie, valid, test, len(sp.valid), len(sp.test))
-    ev = Evaluator(sid_tokens)
+        cat = Catalog(table.sids, tokenizer.vocab, mask & has_sid, np.asarray(sp.is_new, bool))
+        contexts[c] = Context(c, sp, cat, valid, test, len(sp.valid), len(sp.test))
+    ev = Evaluator()
     scores: dict[tuple[str, str], Score] = {}
     tuning: dict[str, Any] = {}
     contextual: dict[str, Any] = {}

@@ -31,10 +31,10 @@ import torch
 from common import RESULTS, WORK, command, recipe, setup
 from freshrec.atomic import write_json, write_text
 from freshrec.edit.keys import TeacherForcedBatch, request_tokens
-from freshrec.evaluate.gr import catalog_trie
 from freshrec.evaluate.protocol import sample_requests
 from freshrec.evaluate.report import run_metadata
 from freshrec.model.checkpoint import load_checkpoint
+from freshrec.recommend.catalog import Catalog
 from freshrec.semid.trie import SidTrie
 
 
@@ -63,9 +63,8 @@ def main() -> None:
     model = load_checkpoint(ckpt, expect_fingerprint=tok.fingerprint).eval()
     vocab = model.vocab
     is_new = np.asarray(split.is_new, dtype=bool)
-    full = catalog_trie(table, vocab)
-    warm = catalog_trie(table, vocab, ~is_new)
-    newt = catalog_trie(table, vocab, is_new)
+    catalog = Catalog.from_split(split, table, vocab)
+    full, warm, newt = (catalog.trie(scope) for scope in ("full", "warm", "new"))
 
     req, _ = sample_requests(split.valid, args.requests, seed=0)
     target = np.asarray(req.target)

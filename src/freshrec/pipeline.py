@@ -27,11 +27,12 @@ from freshrec.data import (
 from freshrec.data.schema import Split
 from freshrec.embed import embed_texts
 from freshrec.errors import CheckpointError
-from freshrec.evaluate.gr import GRRanker, catalog_trie
 from freshrec.evaluate.protocol import EvalResult, evaluate_ranker
 from freshrec.model.base import GenerativeRecommender, build_model
 from freshrec.model.batches import iterate_batches, n_batches, n_targets, training_examples
 from freshrec.model.checkpoint import load_checkpoint
+from freshrec.recommend.catalog import Catalog
+from freshrec.recommend.gr import GRRanker
 from freshrec.semid import (
     SemanticTokenizer,
     SidTable,
@@ -150,15 +151,11 @@ def gr_ranker(
     beam_size: int | None = None,
 ) -> GRRanker:
     """A ranker over the warm catalog (`catalog="warm"`) or every item with a SID ("full")."""
-    mask = ~np.asarray(split.is_new, dtype=bool) if catalog == "warm" else None
-    trie = catalog_trie(table, model.vocab, mask)
-    label = name or (model.arch.upper() if catalog == "warm" else f"{model.arch.upper()}_C")
     return GRRanker(
         model,
-        table.tokens(model.vocab),
-        trie,
-        name=label,
-        catalog=catalog,
+        Catalog.from_split(split, table, model.vocab),
+        scope=catalog,  # type: ignore[arg-type]
+        name=name,
         beam_size=beam_size or recipe.eval.beam_size,
         batch_size=recipe.eval.batch_size,
     )

@@ -15,8 +15,9 @@ from freshrec.data.schema import Requests
 from freshrec.edit import EditConfig, EditPack, EditStack, GenRecEditor
 from freshrec.edit.keys import request_tokens
 from freshrec.errors import ConfigError
-from freshrec.evaluate.gr import GRRanker, catalog_trie
 from freshrec.model.edit_hooks import EditHooks, active_hooks
+from freshrec.recommend.catalog import Catalog
+from freshrec.recommend.gr import GRRanker
 
 # lambda per arch for these tiny models (a coarse sweep over 10..1000; docs/EDITING.md)
 LAM = {"tiger": 30.0, "causal": 300.0}
@@ -76,10 +77,9 @@ def test_edit_raises_cold_recall(
 
     full = GRRanker(
         model,
-        table.tokens(model.vocab),
-        catalog_trie(table, model.vocab),
+        Catalog.from_split(ml_split, table, model.vocab),
+        scope="full",
         name="C",
-        catalog="full",
         beam_size=50,
         batch_size=256,
     )

@@ -14,10 +14,10 @@ from safetensors.torch import load_file, save_file
 from test_edit_trigger import _beam, random_deltas, some_requests
 
 from freshrec.errors import CheckpointError, ConfigError, TokenizerMismatchError
-from freshrec.evaluate.gr import catalog_trie
 from freshrec.model.checkpoint import checkpoint_identity, load_checkpoint
 from freshrec.model.edit_hooks import active_hooks
 from freshrec.model.edit_packs import EditPack, EditStack
+from freshrec.semid.trie import SidTrie
 
 
 def make_pack(model, ckpt: Path, seed: int, trigger: bool = True) -> EditPack:
@@ -90,7 +90,7 @@ def test_stack_push_pop_restores_base_bit_for_bit(
 ) -> None:
     model = load_model(arch)
     _, table = ml_sids
-    trie = catalog_trie(table, model.vocab)
+    trie = SidTrie.from_table(table.sids, model.vocab)
     req = some_requests(ml_split, n=16, seed=5)
     base = _beam(model, ml_split, table, req, trie)
     stack = EditStack(model, ckpt_dirs[arch])

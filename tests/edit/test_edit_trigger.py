@@ -13,11 +13,11 @@ from freshrec.edit.keys import TeacherForcedBatch, capture_keys, request_tokens
 from freshrec.edit.locate import fixed_localisation
 from freshrec.edit.pseudo import training_contexts
 from freshrec.errors import ConfigError
-from freshrec.evaluate.gr import catalog_trie
 from freshrec.model.base import GenerativeRecommender
 from freshrec.model.batches import history_tokens
-from freshrec.model.beam_search import beam_search
 from freshrec.model.edit_hooks import EditHooks, active_hooks, suspend_edits
+from freshrec.recommend.beam_search import beam_search
+from freshrec.semid.trie import SidTrie
 
 ARCHS = ("tiger", "causal")
 
@@ -50,7 +50,7 @@ def _beam(model, split, table, req, trie):
 def test_one_delta_per_decoding_step(arch, load_model, ml_split, ml_sids) -> None:
     model = load_model(arch)
     _, table = ml_sids
-    trie = catalog_trie(table, model.vocab)
+    trie = SidTrie.from_table(table.sids, model.vocab)
     req = some_requests(ml_split)
     deltas = random_deltas(model)
     base = _beam(model, ml_split, table, req, trie)
@@ -169,7 +169,7 @@ def test_prefix_gate_fires_only_on_paths_to_edited_items(
     assert (gated[fires, 2] != base[fires, 2]).all()
 
     deltas = random_deltas(model)
-    trie = catalog_trie(table, model.vocab)
+    trie = SidTrie.from_table(table.sids, model.vocab)
     with EditHooks(model, deltas, gate_sids=gate_sids):
         out = _beam(model, ml_split, table, req, trie)
         ok = out.items >= 0

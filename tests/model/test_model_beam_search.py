@@ -9,8 +9,8 @@ from model_helpers import ARCHS, N_ITEMS, VOCAB, fresh_model, random_histories
 
 from freshrec.errors import ConfigError
 from freshrec.model.batches import history_tokens
-from freshrec.model.beam_search import beam_search
-from freshrec.model.exhaustive import exhaustive_scores, exhaustive_topk, hf_generate_topk
+from freshrec.recommend.beam_search import beam_search
+from freshrec.recommend.exhaustive import exhaustive_scores, exhaustive_topk, hf_generate_topk
 from freshrec.semid.trie import SidTrie
 
 B = 5

@@ -11,8 +11,8 @@ from model_helpers import ARCHS, VOCAB, fresh_model, random_histories
 import freshrec
 from freshrec.errors import CheckpointError, TokenizerMismatchError
 from freshrec.model.batches import history_tokens
-from freshrec.model.beam_search import beam_search
 from freshrec.model.checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
+from freshrec.recommend.beam_search import beam_search
 
 
 @pytest.mark.parametrize("arch", ARCHS)

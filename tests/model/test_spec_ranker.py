@@ -12,7 +12,6 @@ from freshrec.errors import ConfigError
 from freshrec.evaluate.protocol import evaluate_ranker, history_pairs
 from freshrec.model.base import build_model
 from freshrec.model.batches import history_tokens
-from freshrec.model.beam_search import beam_search
 from freshrec.model.spec import (
     SpecRanker,
     TextDrafter,
@@ -21,6 +20,7 @@ from freshrec.model.spec import (
     spec_benchmark_rows,
     tune_gamma,
 )
+from freshrec.recommend.beam_search import beam_search
 from freshrec.semid.table import SidTable
 
 K = 10

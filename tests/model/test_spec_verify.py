@@ -9,8 +9,6 @@ import torch
 from model_helpers import ARCHS, N_ITEMS, VOCAB, fresh_model, random_histories
 
 from freshrec.model.batches import history_tokens
-from freshrec.model.beam_search import beam_search
-from freshrec.model.exhaustive import exhaustive_scores
 from freshrec.model.spec.verify import (
     BeamStepper,
     item_prefix_nodes,
@@ -18,6 +16,8 @@ from freshrec.model.spec.verify import (
     score_lengths,
     verify_scores,
 )
+from freshrec.recommend.beam_search import beam_search
+from freshrec.recommend.exhaustive import exhaustive_scores
 
 B, C = 4, 9
 P = VOCAB.sid_len

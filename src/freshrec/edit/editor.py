@@ -45,13 +45,14 @@ from freshrec.edit.solve import (
 )
 from freshrec.edit.targets import TargetResult, optimise_targets
 from freshrec.errors import CheckpointError, ConfigError, TokenizerMismatchError, UnknownItemError
-from freshrec.evaluate.gr import GRRanker, catalog_trie
 from freshrec.model.base import GenerativeRecommender
 from freshrec.model.checkpoint import checkpoint_identity
 from freshrec.model.edit_hooks import EditHooks, Site, active_hooks
 from freshrec.model.edit_packs import FORMAT as PACK_FORMAT
 from freshrec.model.edit_packs import VERSION as PACK_VERSION
 from freshrec.model.edit_packs import EditPack, hooks_for
+from freshrec.recommend.catalog import Catalog
+from freshrec.recommend.gr import GRRanker
 from freshrec.semid.table import SidTable
 from freshrec.workspace import Workspace
 
@@ -96,7 +97,8 @@ class GenRecEditor:
             self.cache_dir = None if work is None else Path(work) / "cache"
         self.vocab = model.vocab
         self.sid_tokens = table.tokens(self.vocab)
-        self.trie = catalog_trie(table, self.vocab)  # the full catalog: new items included
+        self.catalog = Catalog.from_split(split, table, self.vocab)
+        self.trie = self.catalog.trie("full")  # the full catalog: new items included
         self._loc: Localisation | None = None
         self._data_hash: str | None = None
 
@@ -454,10 +456,9 @@ class GenRecEditor:
         hist = self.split.histories(req, self.model.config.max_history)
         ranker = GRRanker(
             self.model,
-            self.sid_tokens,
-            self.trie,
+            self.catalog,
+            scope="full",
             name="edited",
-            catalog="full",
             beam_size=self.config.reliability_beam,
             batch_size=256,
         )

@@ -51,8 +51,8 @@ from freshrec.embed import embed_texts
 from freshrec.embed.encoder import EMBED_DIM, TextEmbedder
 from freshrec.errors import CheckpointError, ConfigError, FreshrecError
 from freshrec.model.batches import history_tokens
-from freshrec.model.beam_search import beam_search
 from freshrec.model.checkpoint import load_checkpoint
+from freshrec.recommend.beam_search import beam_search
 from freshrec.semid import SidTable, assign_new_items, load_sid_table, load_tokenizer
 from freshrec.semid.trie import SidTrie
 from freshrec.serve.batching import MicroBatcher

@@ -43,7 +43,6 @@ from freshrec.errors import ConfigError
 from freshrec.evaluate.protocol import EvalResult, Part, evaluate_ranker, sample_requests
 from freshrec.model.base import GenerativeRecommender
 from freshrec.model.batches import history_tokens
-from freshrec.model.beam_search import NEG_INF
 from freshrec.model.spec.drafters import Drafter
 from freshrec.model.spec.verify import (
     BeamStepper,
@@ -55,6 +54,7 @@ from freshrec.model.spec.verify import (
     score_lengths,
     verify_token_log_probs,
 )
+from freshrec.recommend.beam_search import NEG_INF
 from freshrec.semid.table import SidTable
 from freshrec.semid.trie import SidTrie
 

@@ -22,7 +22,7 @@ import torch
 
 from freshrec.errors import ConfigError
 from freshrec.model.base import GenerativeRecommender
-from freshrec.model.beam_search import NEG_INF, BeamResult, _exclusion_mask
+from freshrec.recommend.beam_search import NEG_INF, BeamResult, exclusion_mask
 from freshrec.semid.trie import SidTrie
 
 VerifyMethod = Literal["cached", "teacher"]
@@ -231,7 +231,7 @@ class BeamStepper:
         B = history_tokens.shape[0]
         self.children = [c.to(device) for c in trie.children]
         n_items = int(self.children[-1].max().item()) + 1 if self.children[-1].numel() else 0
-        self.excl = _exclusion_mask(exclude, max(n_items, 1), B, device)
+        self.excl = exclusion_mask(exclude, max(n_items, 1), B, device)
         self.rows = torch.arange(B, device=device)
         self.state = model.decode_start(history_tokens) if B else {}
         self.node = torch.zeros((B, 1), dtype=torch.long, device=device)

@@ -31,7 +31,7 @@ class BeamResult(NamedTuple):
     sids: torch.Tensor
 
 
-def _exclusion_mask(
+def exclusion_mask(
     exclude: torch.Tensor | None, n_items: int, B: int, device: torch.device
 ) -> torch.Tensor | None:
     """Bool[B, n_items + 1] True at excluded items (last column = sentinel for -1)."""
@@ -73,7 +73,7 @@ def beam_search(
         return BeamResult(empty, empty.float(), empty[:, :, None].expand(0, top_k, P))
     children = [c.to(device) for c in trie.children]
     n_items = int(children[-1].max().item()) + 1 if children[-1].numel() else 0
-    excl = _exclusion_mask(exclude, max(n_items, 1), B, device)
+    excl = exclusion_mask(exclude, max(n_items, 1), B, device)
 
     node = torch.zeros((B, 1), dtype=torch.long, device=device)  # trie node per beam
     scores = torch.zeros((B, 1), device=device)

@@ -17,7 +17,7 @@ from torch import nn
 
 from freshrec.errors import ConfigError
 from freshrec.model.base import GenerativeRecommender
-from freshrec.model.beam_search import NEG_INF, BeamResult, _exclusion_mask
+from freshrec.recommend.beam_search import NEG_INF, BeamResult, exclusion_mask
 from freshrec.semid.trie import SidTrie
 from freshrec.semid.vocab import BOS, PAD
 
@@ -71,7 +71,7 @@ def exhaustive_topk(
     """Exact top-k items by full SID log-prob (the beam search's target), as a BeamResult."""
     scores = exhaustive_scores(model, history_tokens, trie)
     B, n = scores.shape
-    excl = _exclusion_mask(exclude, n, B, scores.device)
+    excl = exclusion_mask(exclude, n, B, scores.device)
     if excl is not None:
         scores = scores.masked_fill(excl[:, :n], NEG_INF)
     k = min(top_k, n)
