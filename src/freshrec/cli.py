@@ -100,7 +100,7 @@ def recommend(
     recipe: RecipeOpt = "cpu",
     set_: SetOpt = None,
     top_k: Annotated[int, typer.Option(help="number of items")] = 10,
-    catalog: Annotated[str, typer.Option(help="warm | full (plain mode)")] = "full",
+    catalog: Annotated[str, typer.Option(help="warm | full | new")] = "full",
     edit: Annotated[
         list[str] | None,
         typer.Option(help="edit pack folder or id under <work>/edits/ (repeatable, in order)"),
@@ -116,30 +116,20 @@ def recommend(
 ) -> None:
     """Recommend items for a user from their whole history, printing titles."""
     from freshrec import pipeline
-    from freshrec.errors import ConfigError
 
-    r = _recipe(recipe, set_)
+    options: dict[str, Any] = {}
     if mode == "spec":
-        from freshrec.model.spec.bench import DEFAULT_GAMMA, recommend_spec
-
-        rows = recommend_spec(
-            r,
-            checkpoint,
-            user,
-            top_k,
-            drafter=drafter,  # type: ignore[arg-type]
-            gamma=DEFAULT_GAMMA if gamma is None else gamma,
-            self_drafter_dir=self_drafter,
-            edit_packs=edit or [],
-        )
-    elif mode != "beam":
-        raise ConfigError(f"mode must be 'beam' or 'spec', got {mode!r}")
-    elif edit:
-        from freshrec.edit.cli import recommend_with_edits
-
-        rows = recommend_with_edits(r, checkpoint, user, top_k, edit)
-    else:
-        rows = pipeline.recommend_user(r, checkpoint, user, top_k, catalog)
+        options = {"drafter": drafter, "gamma": gamma, "self_drafter_dir": self_drafter}
+    rows = pipeline.recommend_user(
+        _recipe(recipe, set_),
+        checkpoint,
+        user,
+        top_k,
+        catalog,
+        mode=mode,
+        edit_packs=edit or [],
+        **options,
+    )
     for rank, (item_id, title, score, new) in enumerate(rows, 1):
         tag = " [new]" if new else ""
         console.print(f"{rank:>3}. {title}{tag}  ({item_id}, log-p {score:.3f})")

@@ -5,6 +5,7 @@ stage's output from the workspace (see `freshrec.workspace`). The CLI is a thin 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,6 @@ from freshrec.config import Recipe
 from freshrec.data import (
     leave_one_out,
     load_dataset,
-    load_split,
     official_split,
     save_split,
     split_stats,
@@ -25,21 +25,18 @@ from freshrec.data import (
     time_split,
 )
 from freshrec.data.schema import Split
-from freshrec.embed import embed_texts
-from freshrec.errors import CheckpointError
 from freshrec.evaluate.protocol import EvalResult, evaluate_ranker
 from freshrec.model.base import GenerativeRecommender, build_model
 from freshrec.model.batches import iterate_batches, n_batches, n_targets, training_examples
 from freshrec.model.checkpoint import load_checkpoint
 from freshrec.recommend.catalog import Catalog
 from freshrec.recommend.gr import GRRanker
+from freshrec.recommend.session import Session
 from freshrec.semid import (
     SemanticTokenizer,
     SidTable,
     assign_new_items,
     fit_sids,
-    load_sid_table,
-    load_tokenizer,
     report_table,
     sid_report,
 )
@@ -75,15 +72,12 @@ def prepare(recipe: Recipe, *, show: bool = True) -> Split:
 
 
 def load_prepared(recipe: Recipe) -> Split:
-    ws = workspace(recipe)
-    if not ws.prepared.exists():
-        raise CheckpointError(f"no prepared dataset in {ws.prepared}; run `freshrec prepare` first")
-    return load_split(ws.prepared)
+    return workspace(recipe).load_split()
 
 
 def item_embeddings(recipe: Recipe, split: Split) -> np.ndarray:
     """float32[n_items, 384] MiniLM embeddings of every item text (cached in the workspace)."""
-    return embed_texts(split.dataset.items.texts, cache_dir=workspace(recipe).embeddings)
+    return workspace(recipe).item_embeddings(split.dataset.items.texts)
 
 
 # ----------------------------------------------------------------------------------- SIDs
@@ -122,10 +116,7 @@ def _subset_table(table: SidTable, mask: np.ndarray) -> SidTable:
 
 
 def load_tokenized(recipe: Recipe) -> tuple[SemanticTokenizer, SidTable]:
-    folder = workspace(recipe).tokenizer
-    if not folder.exists():
-        raise CheckpointError(f"no tokenizer in {folder}; run `freshrec tokenize` first")
-    return load_tokenizer(folder), load_sid_table(folder)
+    return workspace(recipe).load_tokenized()
 
 
 # ----------------------------------------------------------------------------------- train
@@ -322,24 +313,6 @@ def evaluate(
     return {"json": json_path, "md": md_path, "collapse": collapse, "positions": positions}
 
 
-def user_history(split: Split, user_id: str, max_history: int) -> tuple[int, np.ndarray]:
-    """(user index, int64[1, max_history]) the last items of a user's whole sequence,
-    right-aligned and -1 padded. Unknown users and empty histories are clear errors."""
-    from freshrec.errors import ConfigError, UnknownItemError
-
-    users = {u: i for i, u in enumerate(split.dataset.user_ids)}
-    if user_id not in users:
-        raise UnknownItemError(f"unknown user id {user_id!r} (dataset has {len(users)} users)")
-    u = users[user_id]
-    seq = split.sequence(u)
-    if len(seq) == 0:
-        raise ConfigError(f"user {user_id!r} has an empty history")
-    hist = np.full((1, max_history), -1, dtype=np.int64)
-    tail = seq[-max_history:]
-    hist[0, -len(tail) :] = tail
-    return u, hist
-
-
 def describe_items(
     split: Split, items: np.ndarray, scores: np.ndarray
 ) -> list[tuple[str, str, float, bool]]:
@@ -353,20 +326,25 @@ def describe_items(
 
 
 def recommend_user(
-    recipe: Recipe, checkpoint: Path, user_id: str, top_k: int = 10, catalog: str = "full"
+    recipe: Recipe,
+    checkpoint: Path | str,
+    user_id: str,
+    top_k: int = 10,
+    catalog: str = "full",
+    *,
+    mode: str = "beam",
+    edit_packs: Sequence[str | Path] = (),
+    **options: Any,
 ) -> list[tuple[str, str, float, bool]]:
-    """Top-k (item id, title, log-prob, is_new) for a user from their whole sequence."""
-    from freshrec.errors import ConfigError
-
-    if catalog not in ("warm", "full"):
-        raise ConfigError(f"catalog must be 'warm' or 'full', got {catalog!r}")
-    split = load_prepared(recipe)
-    tokenizer, table = load_tokenized(recipe)
-    model = load_checkpoint(checkpoint, expect_fingerprint=tokenizer.fingerprint)
-    u, hist = user_history(split, user_id, model.config.max_history)
-    ranker = gr_ranker(recipe, model, table, split, catalog=catalog)
-    items, scores = ranker.rank_histories(hist, np.array([u]), top_k)
-    return describe_items(split, items[0], scores[0])
+    """Top-k (item id, title, score, is_new) for a dataset user from their whole sequence
+    (`freshrec recommend`), through `Session`: `checkpoint` (or a run folder's best/) with
+    `edit_packs` (folders or pack ids under `<work>/edits/`) applied in order, over `catalog`
+    (warm | full | new), by `mode` (beam | spec, with the mode's `options`). Score: beam =
+    summed SID log-prob, spec = mean SID log-prob."""
+    with Session.open(recipe, checkpoint, edit_packs) as session:
+        recs = session.recommend_user(user_id, top_k, mode, scope=catalog, **options)
+        assert session.split is not None
+        return describe_items(session.split, recs.items[0], recs.scores[0])
 
 
 def demo(recipe: Recipe) -> dict[str, Path]:

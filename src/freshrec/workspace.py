@@ -11,8 +11,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from freshrec.data.schema import Split
+    from freshrec.semid import SemanticTokenizer, SidTable
 
 DEFAULT_ROOT = Path(".freshrec")
 
@@ -49,3 +57,32 @@ class Workspace:
 
     def edits(self) -> Path:
         return self.root / "edits"
+
+    # ------------------------------------------------------------------ stage outputs
+    def load_split(self) -> Split:
+        """The prepared Split; CheckpointError when `freshrec prepare` has not run."""
+        from freshrec.data.store import load_split
+        from freshrec.errors import CheckpointError
+
+        if not self.prepared.exists():
+            raise CheckpointError(
+                f"no prepared dataset in {self.prepared}; run `freshrec prepare` first"
+            )
+        return load_split(self.prepared)
+
+    def load_tokenized(self) -> tuple[SemanticTokenizer, SidTable]:
+        """(tokenizer, SidTable); CheckpointError when `freshrec tokenize` has not run."""
+        from freshrec.errors import CheckpointError
+        from freshrec.semid import load_sid_table, load_tokenizer
+
+        if not self.tokenizer.exists():
+            raise CheckpointError(
+                f"no tokenizer in {self.tokenizer}; run `freshrec tokenize` first"
+            )
+        return load_tokenizer(self.tokenizer), load_sid_table(self.tokenizer)
+
+    def item_embeddings(self, texts: Sequence[str], progress: bool = True) -> np.ndarray:
+        """float32[n_items, 384] MiniLM embeddings of item texts (cached under embeddings/)."""
+        from freshrec.embed import embed_texts
+
+        return embed_texts(texts, cache_dir=self.embeddings, progress=progress)

@@ -1,4 +1,4 @@
-"""`freshrec edit` (CliRunner) and `recommend_with_edits` on a work folder holding the real
+"""`freshrec edit` (CliRunner) and recommending with edit packs on a work folder holding the real
 MovieLens split, its SIDs and embeddings (shared fixtures) and a tiny untrained causal model:
 the command's plumbing, the pack on disk and its summary, and the errors users can cause."""
 
@@ -14,10 +14,11 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+from freshrec import pipeline
 from freshrec.config import load_recipe
 from freshrec.data import save_split
 from freshrec.edit import EditConfig
-from freshrec.edit.cli import recommend_with_edits, register, split_overrides
+from freshrec.edit.cli import register, split_overrides
 from freshrec.embed import cache_path
 from freshrec.errors import CheckpointError, ConfigError, UnknownItemError
 from freshrec.model.base import build_model
@@ -166,6 +167,10 @@ def test_split_overrides() -> None:
     assert parsed.positions == (0, 1)
     with pytest.raises(ConfigError, match=r"edit\.<key>"):
         split_overrides(["edit.=3"])
+
+
+def recommend_with_edits(r, ckpt, user, top_k=10, packs=()):
+    return pipeline.recommend_user(r, ckpt, user, top_k, edit_packs=packs)
 
 
 def test_recommend_with_edits(app, cli_work, ml_split, ml_sids) -> None:

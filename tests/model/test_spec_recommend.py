@@ -1,5 +1,5 @@
-"""`recommend_spec` (the CLI's `recommend --mode spec`) on a workspace made of the shared real
-fixtures and a tiny checkpoint."""
+"""`recommend --mode spec` (`pipeline.recommend_user(mode="spec")`, a Session mode) on a
+workspace made of the shared real fixtures and a tiny checkpoint."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from freshrec.embed import cache_path
 from freshrec.errors import ConfigError, UnknownItemError
 from freshrec.model.base import build_model
 from freshrec.model.checkpoint import save_checkpoint
-from freshrec.model.spec import recommend_spec, train_self_drafter
+from freshrec.model.spec import train_self_drafter
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,6 +41,10 @@ def workspace(tmp_path_factory, ml_split, ml_sids, ml_emb):
     drafter = train_self_drafter(model, ml_split, table, steps=2, batch_size=32)
     heads = drafter.save(work / "heads")
     return {"recipe": recipe, "run": work / "run", "ckpt": ckpt, "heads": heads}
+
+
+def recommend_spec(recipe, checkpoint, user_id, top_k=10, **options):
+    return pipeline.recommend_user(recipe, checkpoint, user_id, top_k, mode="spec", **options)
 
 
 @pytest.mark.parametrize("drafter", ["text", "self"])

@@ -1,6 +1,6 @@
 """`freshrec edit`: inject the catalog's new items into a trained checkpoint (GenRecEdit) and
-save the edit pack; `recommend_with_edits` serves recommendations with packs applied.
-Register the command on the app with `register(app)`.
+save the edit pack (`freshrec recommend --edit PACK` applies it). Register the command on the
+app with `register(app)`.
 
 ```
 freshrec edit .freshrec/ml-latest-small/checkpoints/causal-s0   # all new items -> <work>/edits/
@@ -29,7 +29,6 @@ from freshrec.errors import ConfigError, UnknownItemError
 
 __all__ = [
     "edit",
-    "recommend_with_edits",
     "register",
     "resolve_checkpoint",
     "resolve_items",
@@ -193,36 +192,6 @@ def edit(
         f"total {time.perf_counter() - t_all:.1f}",
     )
     console.print(table_out)
-
-
-def recommend_with_edits(
-    recipe: Any,
-    checkpoint: str | Path,
-    user_id: str,
-    top_k: int = 10,
-    packs: Sequence[str | Path] = (),
-) -> list[tuple[str, str, float, bool]]:
-    """Top-k (item id, title, log-prob, is_new) for a user from their whole sequence, over the
-    full catalog, with edit `packs` (folders or pack ids under `<work>/edits/`) applied in
-    order. Packs made on another checkpoint or tokenizer are refused."""
-    from freshrec import pipeline
-    from freshrec.model.checkpoint import load_checkpoint
-    from freshrec.model.edit_packs import EditPack, EditStack
-
-    if top_k < 1:
-        raise ConfigError(f"top_k must be >= 1, got {top_k}")
-    folder = resolve_checkpoint(checkpoint)
-    split = pipeline.load_prepared(recipe)
-    tok, table = pipeline.load_tokenized(recipe)
-    model = load_checkpoint(folder, expect_fingerprint=tok.fingerprint)
-    u, hist = pipeline.user_history(split, user_id, model.config.max_history)
-    loaded = [EditPack.load(resolve_pack(recipe, p)) for p in packs]
-    ranker = pipeline.gr_ranker(recipe, model, table, split, catalog="full")
-    with EditStack(model, folder) as stack:
-        for pack in loaded:
-            stack.push(pack)
-        items, scores = ranker.rank_histories(hist, np.array([u]), top_k)
-    return pipeline.describe_items(split, items[0], scores[0])
 
 
 def register(app: typer.Typer) -> None:

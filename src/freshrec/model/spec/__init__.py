@@ -12,7 +12,7 @@ items = ranker.rank(split, split.test)      # int64[n, 50], history excluded
 ```
 """
 
-from freshrec.model.spec.bench import recommend_spec, spec_benchmark_rows
+from freshrec.model.spec.bench import spec_benchmark_rows
 from freshrec.model.spec.drafters import Drafter, TextDrafter
 from freshrec.model.spec.ranker import (
     DEFAULT_GAMMA,
@@ -60,7 +60,6 @@ __all__ = [
     "mean_log_probs",
     "metric_value",
     "prefix_mask",
-    "recommend_spec",
     "score_lengths",
     "spec_benchmark_rows",
     "spec_stats",

@@ -1,12 +1,10 @@
-"""Entry points for other stages: benchmark rows (`spec_benchmark_rows`) and the CLI's
-`recommend --mode spec` (`recommend_spec`)."""
+"""Benchmark rows of speculative recommendation (`spec_benchmark_rows`)."""
 
 from __future__ import annotations
 
 import contextlib
 import time
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -17,7 +15,6 @@ from freshrec.evaluate.protocol import EvalResult, Part, evaluate_ranker
 from freshrec.model.base import GenerativeRecommender
 from freshrec.model.spec.drafters import Drafter, TextDrafter
 from freshrec.model.spec.ranker import (
-    DEFAULT_GAMMA,
     DEFAULT_GRID,
     Order,
     SpecRanker,
@@ -29,7 +26,6 @@ from freshrec.model.spec.verify import LengthMode
 from freshrec.semid.table import SidTable
 
 if TYPE_CHECKING:
-    from freshrec.config import Recipe
     from freshrec.model.edit_packs import EditStack
 
 Method = Literal["text", "self", "hybrid"]
@@ -166,67 +162,3 @@ def spec_benchmark_rows(
         }
         rows.append(res)
     return rows
-
-
-def recommend_spec(
-    recipe: Recipe,
-    checkpoint: str | Path,
-    user_id: str,
-    top_k: int = 10,
-    *,
-    drafter: Literal["text", "self"] = "text",
-    gamma: float = DEFAULT_GAMMA,
-    n_drafts: int = 50,
-    beam_size: int | None = None,
-    self_drafter_dir: str | Path | None = None,
-    edit_packs: Sequence[str | Path] = (),
-) -> list[tuple[str, str, float, bool]]:
-    """Top-k (item id, title, mean SID log-prob, is_new) for a user from their whole sequence,
-    by speculative recommendation over the full catalog (`freshrec recommend --mode spec`).
-
-    checkpoint: a checkpoint folder or a training run folder (its `best/`). drafter "text"
-    uses the workspace's item embeddings; "self" loads heads saved with `SelfDrafter.save`
-    from `self_drafter_dir`. `edit_packs`: pack folders or pack ids under `<work>/edits/`,
-    applied in order with an `EditStack` (the verifier is then the edited model).
-    """
-    from freshrec import pipeline
-    from freshrec.edit.cli import resolve_checkpoint, resolve_pack
-    from freshrec.model.checkpoint import load_checkpoint
-
-    if top_k < 1:
-        raise ConfigError(f"top_k must be >= 1, got {top_k}")
-    folder = resolve_checkpoint(checkpoint)
-    split = pipeline.load_prepared(recipe)
-    tokenizer, table = pipeline.load_tokenized(recipe)
-    model = load_checkpoint(folder, expect_fingerprint=tokenizer.fingerprint)
-    stack = None
-    if edit_packs:
-        from freshrec.model.edit_packs import EditPack, EditStack
-
-        stack = EditStack(model, folder)
-        for pack in edit_packs:
-            stack.push(EditPack.load(resolve_pack(recipe, pack)))
-    u, hist = pipeline.user_history(split, user_id, model.config.max_history)
-    if drafter == "text":
-        d: Drafter = TextDrafter(pipeline.item_embeddings(recipe, split))
-    elif drafter == "self":
-        if self_drafter_dir is None:
-            raise ConfigError("drafter 'self' needs self_drafter_dir (heads from SelfDrafter.save)")
-        d = SelfDrafter.load(self_drafter_dir, model, table.tokens(model.vocab))
-    else:
-        raise ConfigError(f"drafter must be 'text' or 'self', got {drafter!r}")
-    ranker = SpecRanker(
-        model,
-        d,
-        table,
-        gamma=gamma,
-        n_drafts=n_drafts,
-        beam_size=beam_size or recipe.eval.beam_size,
-        is_new=split.is_new,
-    )
-    try:
-        out = ranker.rank_histories(hist, np.array([u]), top_k)
-    finally:
-        if stack is not None:
-            stack.remove()
-    return pipeline.describe_items(split, out.items[0], out.scores[0])
