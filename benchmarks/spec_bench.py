@@ -35,9 +35,9 @@ from freshrec.evaluate.baselines import TextKNNRanker
 from freshrec.evaluate.plots import plot_cold_collapse
 from freshrec.evaluate.protocol import EvalResult, evaluate_ranker
 from freshrec.evaluate.report import markdown_table, run_metadata
+from freshrec.evaluate.spec_tuning import metric_value
 from freshrec.model.checkpoint import load_checkpoint
-from freshrec.model.spec import metric_value, spec_benchmark_rows
-from freshrec.model.spec.bench import LABELS
+from spec_rows import LABELS, spec_benchmark_rows
 
 
 def edit_choice(path: Path, arch: str) -> tuple[float, tuple[int, ...] | None, str]:

@@ -1,5 +1,7 @@
 """Shared fixtures: the bundled MovieLens data, its default time split, real MiniLM item
-embeddings (computed once, cached on disk) and semantic IDs fitted on the warm items."""
+embeddings (computed once, cached on disk) and semantic IDs fitted on the warm items; and the
+synthetic tiny-vocab catalog with briefly trained tiny models of the model / recommend tests
+(helpers in model_helpers.py)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,10 @@ import pytest
 import torch
 
 from freshrec.data import Dataset, Split, load_movielens, time_split
+from freshrec.model.base import GenerativeRecommender
+from freshrec.semid.trie import SidTrie
+from freshrec.semid.vocab import SidVocab
+from model_helpers import ARCHS, N_ITEMS, VOCAB, fresh_model, random_catalog, train_briefly
 
 REPO = Path(__file__).resolve().parents[1]
 ML_DIR = REPO / "data" / "ml-latest-small"
@@ -67,3 +73,36 @@ def ml_sids(ml_split: Split, ml_emb: np.ndarray):  # -> tuple[SemanticTokenizer,
     warm, new = np.flatnonzero(~is_new), np.flatnonzero(is_new)
     tok, table = fit_sids(SemIdConfig(), ml_emb[warm], warm, ml_split.dataset.n_items)
     return tok, assign_new_items(tok, table, ml_emb[new], new)
+
+
+# ------------------------------------------------------------- synthetic tiny vocab/models
+@pytest.fixture(scope="session")
+def vocab() -> SidVocab:
+    return VOCAB
+
+
+@pytest.fixture(scope="session")
+def catalog() -> np.ndarray:
+    """sids int64[N_ITEMS, sid_len] of items 0..N_ITEMS-1."""
+    return random_catalog(VOCAB, N_ITEMS)
+
+
+@pytest.fixture(scope="session")
+def sid_tokens(catalog: np.ndarray) -> np.ndarray:
+    return np.asarray(VOCAB.to_tokens(catalog))
+
+
+@pytest.fixture(scope="session")
+def trie(catalog: np.ndarray) -> SidTrie:
+    return SidTrie.build(catalog, np.arange(N_ITEMS), VOCAB)
+
+
+@pytest.fixture(scope="session")
+def trained(sid_tokens: np.ndarray) -> dict[str, GenerativeRecommender]:
+    """One briefly trained model per arch (session-scoped; do not modify)."""
+    models = {}
+    for arch in ARCHS:
+        m = fresh_model(arch, seed=1)
+        train_briefly(m, sid_tokens)
+        models[arch] = m
+    return models

@@ -108,7 +108,7 @@ def spec_mode(
     saved by `SelfDrafter.save` in `self_drafter_dir`), verified by the session's model
     (edit packs included); options: drafter, gamma (default DEFAULT_GAMMA), n_drafts,
     beam_size, self_drafter_dir."""
-    from freshrec.model.spec import DEFAULT_GAMMA, Drafter, SelfDrafter, SpecRanker, TextDrafter
+    from freshrec.recommend.spec import DEFAULT_GAMMA, Drafter, SelfDrafter, SpecRanker, TextDrafter
 
     catalog = session.catalog
     d: Drafter

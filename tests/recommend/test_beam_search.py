@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from model_helpers import ARCHS, N_ITEMS, VOCAB, fresh_model, random_histories
 
 from freshrec.errors import ConfigError
 from freshrec.model.batches import history_tokens
 from freshrec.recommend.beam_search import beam_search
 from freshrec.recommend.exhaustive import exhaustive_scores, exhaustive_topk, hf_generate_topk
 from freshrec.semid.trie import SidTrie
+from model_helpers import ARCHS, N_ITEMS, VOCAB, fresh_model, random_histories
 
 B = 5
 

@@ -1,4 +1,6 @@
-"""Benchmark rows of speculative recommendation (`spec_benchmark_rows`)."""
+"""Benchmark rows of speculative recommendation for benchmarks/spec_bench.py:
+`spec_benchmark_rows` tunes each method on validation (`evaluate.spec_tuning.tune_gamma`) and
+evaluates it once on the test sample."""
 
 from __future__ import annotations
 
@@ -12,17 +14,13 @@ import numpy as np
 from freshrec.data.schema import Split
 from freshrec.errors import ConfigError
 from freshrec.evaluate.protocol import EvalResult, Part, evaluate_ranker
+from freshrec.evaluate.spec_tuning import DEFAULT_GRID, metric_value, tune_gamma
 from freshrec.model.base import GenerativeRecommender
-from freshrec.model.spec.drafters import Drafter, TextDrafter
-from freshrec.model.spec.ranker import (
-    DEFAULT_GRID,
-    Order,
-    SpecRanker,
-    metric_value,
-    tune_gamma,
-)
-from freshrec.model.spec.selfdraft import SelfDrafter, train_self_drafter
-from freshrec.model.spec.verify import LengthMode
+from freshrec.model.edit_hooks import suspend_edits
+from freshrec.recommend.spec.drafters import Drafter, TextDrafter
+from freshrec.recommend.spec.ranker import Order, SpecRanker
+from freshrec.recommend.spec.selfdraft import SelfDrafter, train_self_drafter
+from freshrec.recommend.spec.verify import LengthMode
 from freshrec.semid.table import SidTable
 
 if TYPE_CHECKING:
@@ -42,8 +40,6 @@ def _base_model(model: GenerativeRecommender, edited: Any) -> Iterator[None]:
     if edited is None or getattr(edited, "model", None) is not model:
         yield
         return
-    from freshrec.model.edit_hooks import suspend_edits
-
     with suspend_edits(model):
         yield
 

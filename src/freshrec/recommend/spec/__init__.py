@@ -5,34 +5,32 @@ item embeddings) proposes candidates; the GR model verifies them by their SID li
 guided by its constrained beam search, which also fills the remaining slots.
 
 ```python
-from freshrec.model.spec import SpecRanker, TextDrafter, tune_gamma
+from freshrec.evaluate.spec_tuning import tune_gamma
+from freshrec.recommend.spec import SpecRanker, TextDrafter
 ranker = SpecRanker(model, TextDrafter(emb), table)
 tune_gamma(ranker, split, "valid")          # sets ranker.gamma
 items = ranker.rank(split, split.test)      # int64[n, 50], history excluded
 ```
+
+`Session.recommend(..., mode="spec")` is the recommend path over it.
 """
 
-from freshrec.model.spec.bench import spec_benchmark_rows
-from freshrec.model.spec.drafters import Drafter, TextDrafter
-from freshrec.model.spec.ranker import (
+from freshrec.recommend.spec.drafters import Drafter, TextDrafter
+from freshrec.recommend.spec.ranker import (
     DEFAULT_GAMMA,
-    DEFAULT_GRID,
-    GammaTuning,
     SpecOutput,
     SpecRanker,
     SpecTrace,
     finalize,
-    metric_value,
     spec_stats,
-    tune_gamma,
 )
-from freshrec.model.spec.selfdraft import (
+from freshrec.recommend.spec.selfdraft import (
     SelfDrafter,
     SelfDraftHeads,
     item_features,
     train_self_drafter,
 )
-from freshrec.model.spec.verify import (
+from freshrec.recommend.spec.verify import (
     BeamStepper,
     item_prefix_nodes,
     mean_log_probs,
@@ -44,10 +42,8 @@ from freshrec.model.spec.verify import (
 
 __all__ = [
     "DEFAULT_GAMMA",
-    "DEFAULT_GRID",
     "BeamStepper",
     "Drafter",
-    "GammaTuning",
     "SelfDraftHeads",
     "SelfDrafter",
     "SpecOutput",
@@ -58,13 +54,10 @@ __all__ = [
     "item_features",
     "item_prefix_nodes",
     "mean_log_probs",
-    "metric_value",
     "prefix_mask",
     "score_lengths",
-    "spec_benchmark_rows",
     "spec_stats",
     "train_self_drafter",
-    "tune_gamma",
     "verify_scores",
     "verify_token_log_probs",
 ]

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from model_helpers import tiny_config
 
 from freshrec import pipeline
 from freshrec.config import load_recipe
@@ -18,7 +17,8 @@ from freshrec.embed import cache_path
 from freshrec.errors import ConfigError, UnknownItemError
 from freshrec.model.base import build_model
 from freshrec.model.checkpoint import save_checkpoint
-from freshrec.model.spec import train_self_drafter
+from freshrec.recommend.spec import train_self_drafter
+from model_helpers import tiny_config
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -6,18 +6,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from model_helpers import ARCHS, N_ITEMS, VOCAB, fresh_model, random_histories
 
 from freshrec.model.batches import history_tokens
-from freshrec.model.spec.verify import (
+from freshrec.recommend.beam_search import beam_search
+from freshrec.recommend.exhaustive import exhaustive_scores
+from freshrec.recommend.spec.verify import (
     BeamStepper,
     item_prefix_nodes,
     prefix_mask,
     score_lengths,
     verify_scores,
 )
-from freshrec.recommend.beam_search import beam_search
-from freshrec.recommend.exhaustive import exhaustive_scores
+from model_helpers import ARCHS, N_ITEMS, VOCAB, fresh_model, random_histories
 
 B, C = 4, 9
 P = VOCAB.sid_len

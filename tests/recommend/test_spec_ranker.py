@@ -1,27 +1,20 @@
 """SpecRanker: the gamma extremes (drafter order / plain beam search), finalize == early-exit
-run, history exclusion, gamma tuning and benchmark rows on real MovieLens data."""
+run, history exclusion on real MovieLens data (gamma tuning: tests/evaluate/test_spec_tuning.py,
+benchmark rows: tests/benchmarks/test_spec_rows.py)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 import torch
-from model_helpers import ARCHS, N_ITEMS, VOCAB, random_histories, tiny_config
 
-from freshrec.errors import ConfigError
 from freshrec.evaluate.protocol import evaluate_ranker, history_pairs
 from freshrec.model.base import build_model
 from freshrec.model.batches import history_tokens
-from freshrec.model.spec import (
-    SpecRanker,
-    TextDrafter,
-    finalize,
-    metric_value,
-    spec_benchmark_rows,
-    tune_gamma,
-)
 from freshrec.recommend.beam_search import beam_search
+from freshrec.recommend.spec import SpecRanker, TextDrafter, finalize
 from freshrec.semid.table import SidTable
+from model_helpers import ARCHS, N_ITEMS, VOCAB, random_histories, tiny_config
 
 K = 10
 INF = float("inf")
@@ -132,56 +125,3 @@ def test_real_data_protocol_no_history_items(real, ml_split):
     assert not np.isin(
         rows * 10**6 + hist, np.nonzero(items >= 0)[0] * 10**6 + items[items >= 0]
     ).any()
-
-
-def test_tune_gamma_uses_validation(real, ml_split):
-    ranker = real["ranker"]
-    grid = (-INF, -4.5, -4.0, INF)
-    tuning = tune_gamma(ranker, ml_split, "valid", grid, max_requests=32, metric="N@10")
-    assert tuning.best_gamma in grid
-    assert ranker.gamma == tuning.best_gamma
-    assert [g for g, _ in tuning.results] == list(grid)
-    assert all(r.part == "valid" and r.n_requests == 32 for _, r in tuning.results)
-    accepted = [r.extra["accepted_mean"] for _, r in tuning.results]
-    assert accepted[0] == 50  # -inf accepts every draft
-    assert accepted[-1] == 0  # +inf none
-    # both final orders from the same trace; the best one is applied to the ranker
-    tuning = tune_gamma(
-        ranker, ml_split, "valid", grid, max_requests=32, orders=("score", "accept")
-    )
-    assert [r.extra["order"] for _, r in tuning.results] == ["score"] * 4 + ["accept"] * 4
-    assert ranker.order == tuning.best_order
-    assert tuning.best().extra == {**tuning.best().extra, "gamma": tuning.best_gamma}
-    best = tuning.best()
-    warm, cold = best.metrics.warm.recall[20], best.metrics.cold.recall[20]
-    assert metric_value(best, "macro:R@20") == pytest.approx((warm + cold) / 2)
-    assert metric_value(best, "cold:N@10") == best.metrics.cold.ndcg[10]
-    with pytest.raises(ConfigError):
-        metric_value(best, "R@7")
-    with pytest.raises(ConfigError, match="validation"):
-        tune_gamma(ranker, ml_split, "test", grid)
-
-
-def test_benchmark_rows(real, ml_split, ml_emb):
-    rows = spec_benchmark_rows(
-        real["model"],
-        ml_split,
-        real["table"],
-        ml_emb,
-        edited=real["model"],  # stands in for an edited model
-        methods=("text", "hybrid"),
-        valid_requests=24,
-        test_requests=24,
-        grid=(-INF, -4.0, INF),
-        n_drafts=20,
-        beam_size=5,
-    )
-    assert [r.method for r in rows] == [
-        "SpecGR (text drafter)",
-        "SpecGR + edited verifier (text drafter)",
-    ]
-    for r in rows:
-        assert r.part == "test"
-        assert r.n_requests == 24
-        assert r.extra["gamma"] in (-INF, -4.0, INF)
-        assert r.extra["verifier"] in ("base", "edited")

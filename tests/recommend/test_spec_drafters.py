@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from model_helpers import ARCHS, tiny_config
 
 from freshrec.evaluate.baselines.textknn import TextKNNRanker
 from freshrec.model.base import build_model
 from freshrec.model.batches import request_history_tokens
-from freshrec.model.spec import SelfDrafter, TextDrafter, train_self_drafter
+from freshrec.recommend.spec import SelfDrafter, TextDrafter, train_self_drafter
+from model_helpers import ARCHS, tiny_config
 
 H = 5
 

@@ -3,7 +3,7 @@
 A drafter maps a batch of requests to float[B, n_items] scores; `SpecRanker` masks the history
 and items without a SID, takes the top-δ as drafts and lets the GR model verify them. Drafters
 never need training on new items: `TextDrafter` reads item texts, `SelfDrafter`
-(`freshrec.model.spec.selfdraft`) embeds an item from its SID tokens.
+(`freshrec.recommend.spec.selfdraft`) embeds an item from its SID tokens.
 """
 
 from __future__ import annotations
