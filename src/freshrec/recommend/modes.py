@@ -1,9 +1,10 @@
 """Recommend modes: a registry of ranker factories that `Session.recommend(mode=...)` dispatches
-on. A factory is `factory(session, scope, **options) -> ModeRanker`; add a mode with
+on. A factory is `factory(session, catalog, scope, **options) -> ModeRanker` (`catalog`: the
+Catalog to rank over, a snapshot of `session.catalog`); add a mode with
 
 ```python
 @register_mode("fresh")
-def fresh_mode(session: Session, scope: Scope, **options) -> ModeRanker: ...
+def fresh_mode(session: Session, catalog: Catalog, scope: Scope, **options) -> ModeRanker: ...
 ```
 """
 
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from freshrec.errors import ConfigError
-from freshrec.recommend.catalog import Scope
+from freshrec.recommend.catalog import Catalog, Scope
 from freshrec.recommend.gr import GRRanker, model_window
 from freshrec.semid.table import SidTable
 
@@ -41,13 +42,13 @@ class ModeRanker(Protocol):
 
 
 ModeFactory = Callable[..., ModeRanker]
-"""factory(session, scope, **options) -> ModeRanker."""
+"""factory(session, catalog, scope, **options) -> ModeRanker."""
 
 MODES: dict[str, ModeFactory] = {}
 
 
 def register_mode(name: str) -> Callable[[ModeFactory], ModeFactory]:
-    """Decorator: register `factory(session, scope, **options)` as recommend mode `name`."""
+    """Decorator: register `factory(session, catalog, scope, **options)` as mode `name`."""
 
     def add(factory: ModeFactory) -> ModeFactory:
         MODES[name] = factory
@@ -57,11 +58,13 @@ def register_mode(name: str) -> Callable[[ModeFactory], ModeFactory]:
 
 
 @register_mode("beam")
-def beam_mode(session: Session, scope: Scope, *, beam_size: int | None = None) -> ModeRanker:
+def beam_mode(
+    session: Session, catalog: Catalog, scope: Scope, *, beam_size: int | None = None
+) -> ModeRanker:
     """Trie-constrained beam search over `scope` (`GRRanker`); options: beam_size."""
     return GRRanker(
         session.model,
-        session.catalog,
+        catalog,
         scope=scope,
         beam_size=beam_size or session.beam_size,
         batch_size=session.batch_size,
@@ -96,6 +99,7 @@ class SpecMode:
 @register_mode("spec")
 def spec_mode(
     session: Session,
+    catalog: Catalog,
     scope: Scope,
     *,
     drafter: str = "text",
@@ -110,7 +114,6 @@ def spec_mode(
     beam_size, self_drafter_dir."""
     from freshrec.recommend.spec import DEFAULT_GAMMA, Drafter, SelfDrafter, SpecRanker, TextDrafter
 
-    catalog = session.catalog
     d: Drafter
     if drafter == "text":
         d = TextDrafter(session.embeddings)

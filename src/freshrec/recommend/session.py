@@ -92,7 +92,7 @@ class Session:
         self.beam_size, self.batch_size, self.retries = beam_size, batch_size, retries
         self.workspace = workspace
         self._embeddings = embeddings
-        self._rankers: dict[tuple[Any, ...], ModeRanker] = {}
+        self._rankers: dict[tuple[Any, ...], tuple[Catalog, ModeRanker]] = {}
         self._catalog = catalog
         if catalog.embeddings is None and isinstance(embeddings, np.ndarray):
             self._catalog = catalog.with_embeddings(embeddings)
@@ -141,7 +141,7 @@ class Session:
         if catalog.vocab != self.model.vocab:
             raise ConfigError(f"catalog vocab {catalog.vocab} does not match the model's")
         self._catalog = catalog
-        self._rankers.clear()
+        self._rankers = {}  # a ranker being built on the old catalog lands in the old dict
 
     @property
     def history_len(self) -> int:
@@ -171,20 +171,29 @@ class Session:
         self.close()
 
     # ------------------------------------------------------------------ recommend
-    def ranker(self, mode: str = "beam", scope: Scope = "full", **options: Any) -> ModeRanker:
-        """The ranker of `mode` over `scope` (cached per mode, scope and options)."""
+    def ranker(
+        self,
+        mode: str = "beam",
+        scope: Scope = "full",
+        catalog: Catalog | None = None,
+        **options: Any,
+    ) -> ModeRanker:
+        """The ranker of `mode` over `scope` of `catalog` (default: the session's), cached per
+        catalog, mode, scope and options."""
         if mode not in MODES:
             raise ConfigError(f"unknown recommend mode {mode!r}; known: {', '.join(MODES)}")
         if scope not in SCOPES:
             raise ConfigError(f"catalog must be one of {', '.join(SCOPES)}, got {scope!r}")
-        key = (mode, scope, *sorted(options.items()))
+        cat = self._catalog if catalog is None else catalog
+        rankers = self._rankers  # replaced (not cleared) by set_catalog
+        key = (id(cat), mode, scope, *sorted(options.items()))
         try:
             hash(key)
         except TypeError:
-            return MODES[mode](self, scope, **options)
-        if key not in self._rankers:
-            self._rankers[key] = MODES[mode](self, scope, **options)
-        return self._rankers[key]
+            return MODES[mode](self, cat, scope, **options)
+        if key not in rankers:  # the entry keeps `cat` alive, so its id is not reused
+            rankers[key] = (cat, MODES[mode](self, cat, scope, **options))
+        return rankers[key][1]
 
     def recommend(
         self,
@@ -202,26 +211,27 @@ class Session:
         users: int[n] user indices (user-bucket tokens). scope: "full" | "warm" | "new".
         exclude_history: never return a history item. options: the mode's (beam: beam_size;
         spec: drafter, gamma, n_drafts, self_drafter_dir, beam_size)."""
-        hist = self._check_histories(histories)
+        cat = self._catalog  # one snapshot for the whole call (set_catalog may swap it)
+        hist = self._check_histories(histories, cat)
         n = hist.shape[0]
         ks = np.broadcast_to(np.asarray(top_k, dtype=np.int64), (n,)).copy()
         if np.asarray(top_k).ndim > 1 or (ks < 1).any() or np.asarray(top_k).size == 0:
             raise ConfigError(f"top_k must be >= 1 (an int or one per row), got {top_k!r}")
         u = None if users is None else np.asarray(users, dtype=np.int64).reshape(n)
-        ranker = self.ranker(mode, scope, **options)
+        ranker = self.ranker(mode, scope, cat, **options)
         items, scores = ranker.rank_histories(hist, u, ks, exclude_history=exclude_history)
         cut = np.arange(items.shape[1])[None, :] >= ks[:, None]  # beyond a row's own top_k
         items = np.where(cut, -1, items)
         scores = np.where(cut, -np.inf, scores).astype(np.float32)
-        is_new = np.where(items >= 0, self.catalog.is_new[np.maximum(items, 0)], False)
+        is_new = np.where(items >= 0, cat.is_new[np.maximum(items, 0)], False)
         return Recommendations(items, scores, is_new)
 
-    def _check_histories(self, histories: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _check_histories(histories: np.ndarray, cat: Catalog) -> np.ndarray:
         hist = np.asarray(histories)
         if hist.ndim != 2 or hist.shape[1] < 1 or not np.issubdtype(hist.dtype, np.integer):
             raise ConfigError(f"histories must be int64[n, H >= 1], got {hist.dtype} {hist.shape}")
         hist = hist.astype(np.int64)
-        cat = self.catalog
         bad = (hist < -1) | (hist >= cat.n_items)
         bad[~bad] = (cat.sids[hist[~bad].clip(min=0)] < 0).any(axis=1) & (hist[~bad] >= 0)
         if bad.any():
