@@ -15,12 +15,13 @@ import typer
 from typer.testing import CliRunner
 
 from freshrec.data import Dataset
+from freshrec.data.text import item_text
 from freshrec.errors import ConfigError
 from freshrec.serve.batching import BatcherClosedError, MicroBatcher
 from freshrec.serve.catalog import CatalogStore, ItemRow
 from freshrec.serve.cli import register
 from freshrec.serve.config import API_KEY_ENV, ServeConfig
-from freshrec.serve.service import Metrics, item_text
+from freshrec.serve.metrics import Metrics
 
 
 # ------------------------------------------------------------------------------ item text

@@ -31,7 +31,9 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 import freshrec
 from freshrec.errors import FreshrecError
 from freshrec.serve.config import ServeConfig
-from freshrec.serve.service import Metrics, NewItem, ServeError, Service
+from freshrec.serve.inputs import NewItem, ServeError
+from freshrec.serve.metrics import Metrics
+from freshrec.serve.service import Service
 
 log = logging.getLogger("freshrec.serve")
 
