@@ -1,4 +1,4 @@
-"""In-process pieces of the service: item text format, micro-batcher, catalog store
+"""In-process pieces of the service: new items' texts, micro-batcher, catalog store
 (transactions, WAL), Prometheus rendering, config and the `serve` CLI command."""
 
 from __future__ import annotations
@@ -8,42 +8,32 @@ import time
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import pytest
 import sqlalchemy as sa
 import typer
 from typer.testing import CliRunner
 
-from freshrec.data import Dataset
-from freshrec.data.text import item_text
 from freshrec.errors import ConfigError
 from freshrec.serve.batching import BatcherClosedError, MicroBatcher
 from freshrec.serve.catalog import CatalogStore, ItemRow
 from freshrec.serve.cli import register
 from freshrec.serve.config import API_KEY_ENV, ServeConfig
+from freshrec.serve.inputs import NewItem, ServeError, new_item_texts
 from freshrec.serve.metrics import Metrics
 
 
-# ------------------------------------------------------------------------------ item text
-def test_item_text_matches_the_movielens_loader(ml_dir: Path, ml_dataset: Dataset):
-    movies = pl.read_csv(ml_dir / "movies.csv", schema_overrides={"movieId": pl.String})
-    genres = dict(zip(movies["movieId"], movies["genres"], strict=True))
-    items = ml_dataset.items
-    for i in range(0, len(items), 37):
-        g = genres[items.ids[i]]
-        cats = [] if g == "(no genres listed)" else g.split("|")
-        assert item_text(items.titles[i], cats) == items.texts[i]
-
-
-def test_item_text_parts():
-    assert item_text("A") == "A."
-    assert item_text("Why?", ["x", " ", "y"], "  Long   text ") == (
-        "Why? Genres: x, y. Description: Long text."
-    )
-    long = item_text("T", [], "w " * 800, label="Categories")
-    assert long.startswith("T. Description: w w")
-    assert long.endswith("w…")
-    assert len(long) < 1020
+# ------------------------------------------------------------------------------ new items
+def test_new_item_texts():
+    items = [
+        NewItem("a", "Dune", categories=("Sci-Fi", "Classic")),
+        NewItem("b", "ignored", text="  Given \n  text "),
+    ]
+    assert new_item_texts(items, "Categories") == [
+        "Dune. Categories: Sci-Fi, Classic.",
+        "Given text",
+    ]
+    with pytest.raises(ServeError, match="empty text for items: 'c'"):
+        new_item_texts([NewItem("c", "x", text="  ")], "Genres")
 
 
 # ------------------------------------------------------------------------------ batching

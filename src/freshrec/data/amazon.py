@@ -19,6 +19,7 @@ from pathlib import Path
 import polars as pl
 
 from freshrec.data.schema import Dataset
+from freshrec.data.text import CATEGORIES, DESCRIPTION, FEATURES, text_expr, truncate
 from freshrec.data.validate import (
     ROW,
     CsvFile,
@@ -27,12 +28,10 @@ from freshrec.data.validate import (
     check_known,
     check_present,
     check_unique,
-    join_text,
     parse_float,
     parse_timestamps,
     read_csv,
     read_jsonl,
-    truncate,
 )
 from freshrec.errors import DataError
 
@@ -123,19 +122,19 @@ def load_amazon(
     catalog = meta_df.filter(pl.col("parent_asin").is_in(used)).sort("parent_asin")
     check_present(catalog, "title", mf, what="title")
     description = truncate(_joined("description", " "), max_description_chars)
-    text = join_text(
+    text = text_expr(
+        pl.col("title"),
         [
-            pl.col("title"),
-            pl.lit("Categories: ") + _joined("categories", ", "),
-            pl.lit("Features: ") + _joined("features", "; "),
-            pl.lit("Description: ") + description,
-        ]
+            (CATEGORIES, _joined("categories", ", ")),
+            (FEATURES, _joined("features", "; ")),
+            (DESCRIPTION, description),
+        ],
     )
     items = catalog.select(
         ROW,
         key=pl.col("parent_asin"),
         title=pl.col("title").str.strip_chars().str.replace_all(r"\s+", " "),
-        text=text.str.replace_all(r"\s+", " "),
+        text=text,
     )
     meta = {
         "source": "amazon",

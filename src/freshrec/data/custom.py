@@ -34,6 +34,7 @@ from pathlib import Path
 import polars as pl
 
 from freshrec.data.schema import Dataset
+from freshrec.data.text import CATEGORIES, DESCRIPTION, collapse_whitespace, text_expr, truncate
 from freshrec.data.validate import (
     ROW,
     CsvFile,
@@ -41,12 +42,10 @@ from freshrec.data.validate import (
     check_known,
     check_present,
     check_unique,
-    join_text,
     natural_sort,
     parse_float,
     parse_timestamps,
     read_csv,
-    truncate,
 )
 
 
@@ -70,14 +69,14 @@ def load_custom(
         check_present(items, "text", itf, what="text")
         text = pl.col("text")
     else:
-        parts = [pl.col("title")]
+        sections = []
         if "categories" in items.columns:
             cats = pl.col("categories").str.strip_chars().str.replace_all(r"\s*\|\s*", ", ")
-            parts.append(pl.lit("Categories: ") + pl.when(cats != "").then(cats))
+            sections.append((CATEGORIES, pl.when(cats != "").then(cats)))
         if "description" in items.columns:
             desc = truncate(pl.col("description"), max_description_chars)
-            parts.append(pl.lit("Description: ") + pl.when(desc != "").then(desc))
-        text = join_text(parts)
+            sections.append((DESCRIPTION, pl.when(desc != "").then(desc)))
+        text = text_expr(pl.col("title"), sections)
 
     inter = read_csv(inf.path, ["user_id", "item_id", "timestamp"], ["rating"])
     check_present(inter, "user_id", inf)
@@ -99,7 +98,7 @@ def load_custom(
         ROW,
         key=pl.col("item_id"),
         title=pl.col("title").str.strip_chars(),
-        text=text.str.strip_chars().str.replace_all(r"\s+", " "),
+        text=collapse_whitespace(text),
     )
     meta = {
         "source": "custom",

@@ -12,13 +12,13 @@ from pathlib import Path
 import polars as pl
 
 from freshrec.data.schema import Dataset
+from freshrec.data.text import GENRES, text_expr
 from freshrec.data.validate import (
     CsvFile,
     assemble,
     check_known,
     check_present,
     check_unique,
-    join_text,
     parse_float,
     parse_int,
     parse_timestamps,
@@ -61,7 +61,7 @@ def load_movielens(path: str | Path, *, name: str | None = None) -> Dataset:
     items = catalog.select(
         key=pl.col("movieId"),
         title=pl.col("title").str.strip_chars(),
-        text=join_text([pl.col("title"), pl.lit("Genres: ") + genres]),
+        text=text_expr(pl.col("title"), [(GENRES, genres)], collapse=False),
     )
     inter = pl.DataFrame(
         {"user": ratings["userId"], "item": ratings["movieId"], "ts": ts},

@@ -3,8 +3,9 @@ service (items added live) and the merge grid (which reads a section back).
 
 Format: "Title. Genres: a, b. Description: ..." -- the title, then "Label: value" sections in
 a fixed order, each a sentence (stripped, ending in . ! ? or …; empty parts skipped), joined by
-single spaces with whitespace collapsed; descriptions are cut to `MAX_DESCRIPTION_CHARS`
-(ending in …). The embedding cache is keyed by these texts: changing the format re-embeds.
+single spaces with whitespace collapsed (except MovieLens titles, kept as they are);
+descriptions are cut to `MAX_DESCRIPTION_CHARS` (ending in …). The embedding cache is keyed by
+these texts: changing the format re-embeds.
 """
 
 from __future__ import annotations
@@ -46,13 +47,16 @@ def collapse_whitespace(expr: pl.Expr) -> pl.Expr:
     return expr.str.strip_chars().str.replace_all(r"\s+", " ")
 
 
-def text_expr(title: pl.Expr, sections: Sequence[tuple[str, pl.Expr]]) -> pl.Expr:
+def text_expr(
+    title: pl.Expr, sections: Sequence[tuple[str, pl.Expr]], *, collapse: bool = True
+) -> pl.Expr:
     """The item text of each row: `title`, then one "Label: value" sentence per (label, value)
     section whose value is non-null (values are used as given: join lists, `truncate`
-    descriptions before)."""
+    descriptions before). collapse=False keeps whitespace runs inside the parts (the bundled
+    MovieLens texts were made that way, and the embedding cache is keyed by them)."""
     parts = [title, *(pl.lit(f"{label}: ") + value for label, value in sections)]
     joined = pl.concat_str([sentence(p) for p in parts], separator=" ", ignore_nulls=True)
-    return collapse_whitespace(joined)
+    return collapse_whitespace(joined) if collapse else joined
 
 
 def item_texts(

@@ -426,23 +426,6 @@ def check_known(df: pl.DataFrame, column: str, known: pl.Series, f: FileRef, met
 # --------------------------------------------------------------------------- text + assembly
 
 
-def sentence(expr: pl.Expr) -> pl.Expr:
-    """Strip and end with a full stop unless it already ends in . ! ? or …; null if empty."""
-    s = expr.str.strip_chars()
-    return (
-        pl.when(s.is_null() | (s == ""))
-        .then(None)
-        .when(s.str.contains(r"[.!?…]$"))
-        .then(s)
-        .otherwise(s + pl.lit("."))
-    )
-
-
-def join_text(parts: Sequence[pl.Expr]) -> pl.Expr:
-    """Space-joined sentences, skipping null/empty parts."""
-    return pl.concat_str([sentence(p) for p in parts], separator=" ", ignore_nulls=True)
-
-
 def natural_sort(keys: pl.Series) -> pl.Series:
     """Unique keys sorted numerically when all are integers, else lexicographically."""
     uniq = keys.unique()
@@ -488,16 +471,4 @@ def assemble(
         ),
         interactions=Interactions(user=u[order], item=i[order], ts=ts[order]),
         meta=meta,
-    )
-
-
-def truncate(expr: pl.Expr, max_chars: int) -> pl.Expr:
-    """Cut text to at most `max_chars` characters (adds … when cut)."""
-    s = expr.str.strip_chars()
-    if max_chars <= 0:
-        return s
-    return (
-        pl.when(s.str.len_chars() > max_chars)
-        .then(s.str.slice(0, max_chars - 1).str.strip_chars_end() + pl.lit("…"))
-        .otherwise(s)
     )

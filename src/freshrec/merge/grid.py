@@ -60,6 +60,7 @@ from freshrec.data import load_dataset, save_split, time_split
 from freshrec.data.schema import Dataset, Interactions, Items, Requests, Split
 from freshrec.data.split import TEST, TRAIN, VALID, first_seen
 from freshrec.data.split import _build as _build_split
+from freshrec.data.text import CATEGORIES, GENRES, section_values
 from freshrec.errors import CheckpointError, ConfigError, validation_problems
 from freshrec.model.batches import Examples, history_tokens, user_bucket_tokens, window_starts
 from freshrec.model.config import ModelConfig
@@ -88,7 +89,7 @@ ALL = "all"
 MANIFEST = "manifest.json"
 MANIFEST_VERSION = 1
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
-_FIELDS = {"genres": "Genres", "categories": "Categories"}
+_FIELDS = {"genres": GENRES, "categories": CATEGORIES}
 
 
 # ----------------------------------------------------------------------------------- config
@@ -164,9 +165,8 @@ def item_labels(
     of the comma-separated list (MovieLens lists genres alphabetically; level 0 = first)."""
     texts = pl.Series("text", list(items.texts), dtype=pl.String)
     if field == "auto":
-        field = "genres" if texts.str.contains("Genres: ", literal=True).any() else "categories"
-    prefix = _FIELDS[field]
-    listed = texts.str.extract(rf"(?:^|\s){prefix}: (.+?)\.(?:\s|$)", 1)
+        field = "genres" if texts.str.contains(f"{GENRES}: ", literal=True).any() else "categories"
+    listed = section_values(texts, _FIELDS[field])
     label = listed.str.split(", ").list.get(level, null_on_oob=True).str.strip_chars()
     return np.asarray(label.fill_null("").to_list(), dtype=object)
 
