@@ -21,22 +21,24 @@ def read_json_object(
     hint: str = "",
     error: type[FreshrecError] = CheckpointError,
 ) -> dict[str, Any]:
-    """The JSON object in `path` ("the <what>"); `error` when the file is missing (+ `hint`),
-    unreadable, not valid JSON, not an object, or lacks one of the `required` keys."""
+    """The JSON object in `path` ("the <what>"); `error` (its message: the file, what is
+    wrong, then `hint`) when the file is missing, unreadable, not valid JSON, not an object, or
+    lacks one of the `required` keys."""
     path = Path(path)
+    end = f"; {hint}" if hint else ""
     if not path.is_file():
-        raise error(f"{path}: {what} not found" + (f" ({hint})" if hint else ""))
+        raise error(f"{path}: {what} not found{end}")
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
-        raise error(f"{path}: {what} is not valid JSON ({exc})") from None
+        raise error(f"{path}: {what} is not valid JSON ({exc}){end}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise error(f"{path}: unreadable {what} ({exc})") from None
+        raise error(f"{path}: unreadable {what} ({exc}){end}") from None
     if not isinstance(data, dict):
-        raise error(f"{path}: {what} is not a JSON object")
+        raise error(f"{path}: {what} is not a JSON object{end}")
     missing = [k for k in required if k not in data]
     if missing:
-        raise error(f"{path}: {what} missing field(s) {', '.join(missing)}")
+        raise error(f"{path}: missing field(s) {', '.join(missing)} in the {what}{end}")
     return data
 
 
@@ -54,12 +56,11 @@ def read_manifest(
     """`read_json_object` of a versioned file: its "format" must equal `format` and its
     `version_key` must equal `version` (None: not checked)."""
     data = read_json_object(path, what, required=required, hint=hint, error=error)
+    end = f"; {hint}" if hint else ""
     if format is not None and data.get("format") != format:
-        raise error(
-            f"{path}: unsupported {what} format {data.get('format')!r} (expected {format!r})"
-        )
+        got = data.get("format")
+        raise error(f"{path}: unsupported {what} format {got!r} (expected {format!r}){end}")
     if version is not None and data.get(version_key) != version:
-        raise error(
-            f"{path}: {what} has {version_key} {data.get(version_key)!r}, expected {version}"
-        )
+        got = data.get(version_key)
+        raise error(f"{path}: {what} has {version_key} {got!r}, expected {version}{end}")
     return data

@@ -28,7 +28,7 @@ from freshrec.data.schema import Split
 from freshrec.evaluate.protocol import EvalResult, evaluate_ranker
 from freshrec.model.base import GenerativeRecommender, build_model
 from freshrec.model.batches import iterate_batches, n_batches, n_targets, training_examples
-from freshrec.model.checkpoint import load_checkpoint
+from freshrec.model.checkpoint import BEST, load_checkpoint
 from freshrec.recommend.catalog import Catalog
 from freshrec.recommend.gr import GRRanker
 from freshrec.recommend.session import Session
@@ -207,7 +207,7 @@ def train(
     )
     result = trainer.fit(resume=resume)
     write_json(folder / "recipe.json", recipe.to_dict())
-    best = load_checkpoint(folder / "best", expect_fingerprint=tokenizer.fingerprint)
+    best = load_checkpoint(folder / BEST, expect_fingerprint=tokenizer.fingerprint)
     return TrainedModel(best, folder, result)
 
 
@@ -358,7 +358,7 @@ def demo(recipe: Recipe) -> dict[str, Path]:
     console.rule(f"3/4 train {recipe.model.arch}")
     trained = train(recipe, split, tokenizer, table)
     console.rule("4/4 evaluate")
-    paths = evaluate(recipe, [trained.folder / "best"], command="freshrec demo")
+    paths = evaluate(recipe, [trained.folder / BEST], command="freshrec demo")
     console.print(
         f"done in {(time.perf_counter() - t0) / 60:.1f} min. report: {paths['md']}\n"
         f"plots: {paths['collapse']}, {paths['positions']}"

@@ -18,6 +18,7 @@ import polars as pl
 from freshrec.atomic import atomic_dir, write_json
 from freshrec.data.schema import Dataset, Interactions, Items, Requests, Split
 from freshrec.errors import DataError
+from freshrec.manifest import read_manifest
 
 FORMAT = "freshrec.split/1"
 FILES = ("items.parquet", "users.parquet", "interactions.parquet", "split.npz", "meta.json")
@@ -113,8 +114,15 @@ def load_split(folder: str | Path) -> Split:
             f"prepared data folder is incomplete: missing {', '.join(missing)}; prepare again",
             file=folder,
         )
+    meta = read_manifest(
+        folder / "meta.json",
+        "prepared-data",
+        format=FORMAT,
+        version=None,
+        hint="prepare again",
+        error=DataError,
+    )
     try:
-        meta = json.loads((folder / "meta.json").read_text(encoding="utf-8"))
         items = pl.read_parquet(folder / "items.parquet")
         users = pl.read_parquet(folder / "users.parquet")
         inter = pl.read_parquet(folder / "interactions.parquet")
@@ -122,12 +130,6 @@ def load_split(folder: str | Path) -> Split:
             arrays = {k: npz[k] for k in npz.files}
     except (OSError, ValueError, KeyError, pl.exceptions.PolarsError) as e:
         raise DataError(f"cannot read prepared data: {e}; prepare again", file=folder) from None
-    if meta.get("format") != FORMAT:
-        raise DataError(
-            f"unsupported prepared-data format {meta.get('format')!r} (expected {FORMAT}); "
-            f"prepare again",
-            file=folder / "meta.json",
-        )
     try:
         ds_meta = dict(meta["dataset_meta"])
         ds_meta.update({k[6:]: v for k, v in arrays.items() if k.startswith("meta__")})

@@ -148,7 +148,7 @@ def grid(
     """Train the MMGRid checkpoint grid: pretrain, then phases 1..K per domain, each continued
     from the previous checkpoint; one shared SID tokenizer; writes OUT_DIR/manifest.json."""
     from freshrec.config import load_recipe as load_run_recipe
-    from freshrec.merge.grid import build_grid
+    from freshrec.merge.grid import MANIFEST, build_grid
 
     cfg = _grid_options(
         grid_file,
@@ -181,7 +181,7 @@ def grid(
         )
     console.print(table)
     console.print(
-        f"manifest: {out_dir / 'manifest.json'}; evaluate with "
+        f"manifest: {out_dir / MANIFEST}; evaluate with "
         f"--set work_dir={out_dir} (the grid's tokenizer)"
     )
 

@@ -62,7 +62,9 @@ from freshrec.data.split import TEST, TRAIN, VALID, first_seen
 from freshrec.data.split import _build as _build_split
 from freshrec.data.text import CATEGORIES, GENRES, section_values
 from freshrec.errors import CheckpointError, ConfigError, validation_problems
+from freshrec.manifest import read_manifest
 from freshrec.model.batches import Examples, history_tokens, user_bucket_tokens, window_starts
+from freshrec.model.checkpoint import CONFIG
 from freshrec.model.config import ModelConfig
 from freshrec.semid.vocab import BOS, PAD, SidVocab
 
@@ -477,10 +479,9 @@ def load_grid(root: str | Path) -> Grid:
     """Read `root/manifest.json`; CheckpointError when missing or malformed."""
     root = Path(root)
     path = root / MANIFEST
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no grid manifest (build one with `freshrec grid`)")
+    hint = "build one with `freshrec grid`"
+    data = read_manifest(path, "grid manifest", format=None, version=MANIFEST_VERSION, hint=hint)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
         entries = {e["name"]: GridEntry(**e) for e in data["checkpoints"]}
         return Grid(
             root=root,
@@ -496,7 +497,7 @@ def load_grid(root: str | Path) -> Grid:
             complete=bool(data.get("complete", False)),
             created=str(data.get("created", "")),
         )
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+    except (KeyError, TypeError) as exc:
         raise CheckpointError(f"{path}: malformed grid manifest ({exc!r})") from None
 
 
@@ -668,7 +669,7 @@ def build_grid(
     rel = lambda name: f"{grid.dataset}/checkpoints/{name}/best"  # noqa: E731
 
     def done(name: str) -> bool:
-        return name in grid.entries and (out_dir / grid.entries[name].path / "config.json").exists()
+        return name in grid.entries and (out_dir / grid.entries[name].path / CONFIG).exists()
 
     # ---- init: the weights pretrain starts from (task vectors "without base replacement")
     if not done("init"):

@@ -46,6 +46,7 @@ from freshrec.atomic import atomic_dir, write_json
 from freshrec.errors import CheckpointError, ConfigError, TokenizerMismatchError
 from freshrec.merge import methods
 from freshrec.merge.recipe import MergeRecipe, load_recipe
+from freshrec.model.checkpoint import CONFIG, WEIGHTS, read_checkpoint_config
 
 __all__ = [
     "MergeReport",
@@ -55,9 +56,6 @@ __all__ = [
     "read_config",
 ]
 
-MODEL_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-REQUIRED_CONFIG = ("arch", "model", "vocab", "tokenizer_fingerprint")
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # safetensors dtype names of floating-point tensors.
 _FLOAT_CODES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
@@ -86,7 +84,7 @@ def _rss() -> int:
 
 def _open(stack: ExitStack, ckpt: Path) -> Any:
     """`safe_open(ckpt/model.safetensors)` entered on `stack`; CheckpointError if unreadable."""
-    path = ckpt / MODEL_FILE
+    path = ckpt / WEIGHTS
     try:
         return stack.enter_context(safe_open(path, framework="pt"))
     except Exception as exc:  # safetensors raises its own error types
@@ -106,20 +104,10 @@ def _read_layout(ckpt: Path) -> dict[str, tuple[tuple[int, ...], bool]]:
 
 def read_config(ckpt: Path) -> dict[str, Any]:
     """Read and sanity-check `ckpt/config.json` (and that `ckpt/model.safetensors` exists)."""
-    cfg_path, model_path = ckpt / CONFIG_FILE, ckpt / MODEL_FILE
-    for p in (cfg_path, model_path):
+    for p in (ckpt / CONFIG, ckpt / WEIGHTS):
         if not p.is_file():
             raise CheckpointError(f"{ckpt}: not a freshrec checkpoint, missing {p.name}")
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{cfg_path}: invalid JSON ({exc})") from None
-    if not isinstance(cfg, dict):
-        raise CheckpointError(f"{cfg_path}: expected a JSON object")
-    missing = [k for k in REQUIRED_CONFIG if k not in cfg]
-    if missing:
-        raise CheckpointError(f"{cfg_path}: missing field(s) {', '.join(missing)}")
-    return cfg
+    return read_checkpoint_config(ckpt)
 
 
 def _inputs(recipe: MergeRecipe) -> list[tuple[str, Path]]:
@@ -257,7 +245,7 @@ def merge_in_memory(recipe: MergeRecipe | str | Path) -> dict[str, Tensor]:
     inputs = _inputs(recipe)
     configs = [read_config(p) for _, p in inputs]
     _check_configs(inputs, configs)
-    states = [load_file(p / MODEL_FILE) for _, p in inputs]
+    states = [load_file(p / WEIGHTS) for _, p in inputs]
     layouts = [{k: (tuple(t.shape), t.is_floating_point()) for k, t in s.items()} for s in states]
     keys = _check_layouts(inputs, layouts)
     names = [f"{role} {p}" for role, p in inputs]
@@ -339,8 +327,8 @@ def merge_checkpoints(
     }
     cfg["extra"] = extra
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
-        save_file(merged, str(tmp / MODEL_FILE), metadata={"format": "pt"})
-        write_json(tmp / CONFIG_FILE, cfg)
+        save_file(merged, str(tmp / WEIGHTS), metadata={"format": "pt"})
+        write_json(tmp / CONFIG, cfg)
     peak = max(peak, _rss())
     return MergeReport(
         method=recipe.merge_method,

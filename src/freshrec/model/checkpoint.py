@@ -1,4 +1,6 @@
 """Model checkpoints: a folder with `model.safetensors` + `config.json`, written atomically.
+The one place that names checkpoint files (`WEIGHTS`, `CONFIG`) and a training run's
+checkpoint folders (`BEST`, `LAST`).
 
 config.json: {"arch", "model" (ModelConfig), "vocab" (SidVocab), "tokenizer_fingerprint",
 "freshrec_version", "extra"}. The fingerprint ties a model to the SID tokenizer it was trained
@@ -8,7 +10,6 @@ with; loading with a different expected fingerprint raises `TokenizerMismatchErr
 from __future__ import annotations
 
 import hashlib
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +20,15 @@ from safetensors.torch import load_model, save_model
 import freshrec
 from freshrec.atomic import atomic_dir, write_json
 from freshrec.errors import CheckpointError, ConfigError, TokenizerMismatchError
+from freshrec.manifest import read_json_object
 from freshrec.model.base import GenerativeRecommender, build_model
 from freshrec.model.config import ModelConfig
 from freshrec.semid.vocab import SidVocab
 
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
+REQUIRED_CONFIG = ("arch", "model", "vocab", "tokenizer_fingerprint")
+BEST, LAST = "best", "last"  # a training run's best-on-validation checkpoint, resume state
 
 
 def save_checkpoint(
@@ -54,19 +58,12 @@ def save_checkpoint(
 
 def read_checkpoint_config(folder: str | Path) -> dict[str, Any]:
     """The parsed config.json of a checkpoint; CheckpointError if missing or malformed."""
-    path = Path(folder) / CONFIG
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint config not found (is {folder} a checkpoint?)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path}: unreadable checkpoint config ({exc})") from None
-    if not isinstance(data, dict):
-        raise CheckpointError(f"{path}: checkpoint config is not a JSON object")
-    missing = [k for k in ("arch", "model", "vocab", "tokenizer_fingerprint") if k not in data]
-    if missing:
-        raise CheckpointError(f"{path}: checkpoint config lacks {missing}")
-    return data
+    return read_json_object(
+        Path(folder) / CONFIG,
+        "checkpoint config",
+        required=REQUIRED_CONFIG,
+        hint=f"is {folder} a checkpoint?",
+    )
 
 
 def load_checkpoint(
@@ -117,10 +114,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
     """The checkpoint folder holding the weights: `path` itself, or `path/best` for a training
     run folder. CheckpointError when neither exists."""
     folder = Path(path)
-    for cand in (folder, folder / "best"):
+    for cand in (folder, folder / BEST):
         if (cand / WEIGHTS).is_file():
             return cand
-    raise CheckpointError(f"{folder}: no checkpoint here (expected {WEIGHTS} or best/)")
+    raise CheckpointError(f"{folder}: no checkpoint here (expected {WEIGHTS} or {BEST}/)")
 
 
 def file_sha256(path: str | Path) -> str:

@@ -33,6 +33,7 @@ from safetensors.torch import load_file, save_file
 import freshrec
 from freshrec.atomic import atomic_dir, write_json
 from freshrec.errors import CheckpointError, ConfigError, TokenizerMismatchError
+from freshrec.manifest import read_manifest
 from freshrec.model.base import GenerativeRecommender, build_model
 from freshrec.model.checkpoint import checkpoint_identity, save_checkpoint
 from freshrec.model.edit_hooks import EditHooks, Site
@@ -173,18 +174,9 @@ class EditPack:
         """Read a pack written by `save`; CheckpointError (naming the file) if incomplete."""
         folder = Path(folder)
         mpath = folder / MANIFEST
-        if not mpath.is_file():
-            raise CheckpointError(f"{mpath}: edit pack manifest not found (is {folder} a pack?)")
-        try:
-            manifest = json.loads(mpath.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise CheckpointError(f"{mpath}: unreadable edit pack manifest ({exc})") from None
-        if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-            raise CheckpointError(f"{mpath}: not a freshrec edit pack manifest")
-        if manifest.get("version") != VERSION:
-            raise CheckpointError(
-                f"{mpath}: edit pack format version {manifest.get('version')}, expected {VERSION}"
-            )
+        manifest = read_manifest(
+            mpath, "edit pack manifest", format=FORMAT, version=VERSION, hint=f"is {folder} a pack?"
+        )
         gate = manifest.get("gate", "none")  # packs made before the gate have none
         if gate not in ("prefix", "none"):
             raise CheckpointError(f"{mpath}: unknown gate {gate!r} (expected 'prefix' or 'none')")

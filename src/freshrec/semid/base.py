@@ -13,7 +13,6 @@ On disk a tokenizer is a folder (written atomically):
 from __future__ import annotations
 
 import hashlib
-import json
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar, Self
@@ -27,6 +26,7 @@ from safetensors.numpy import save as st_save
 from freshrec.atomic import atomic_dir, write_bytes, write_json
 from freshrec.embed.encoder import validate_embeddings
 from freshrec.errors import CheckpointError, ConfigError
+from freshrec.manifest import read_manifest
 from freshrec.semid.config import SemIdConfig
 from freshrec.semid.table import SidTable
 from freshrec.semid.vocab import SidVocab
@@ -263,20 +263,13 @@ def make_tokenizer(config: SemIdConfig | None = None) -> SemanticTokenizer:
 def _read_meta(folder: Path) -> dict[str, Any]:
     if not folder.is_dir():
         raise CheckpointError(f"tokenizer folder {folder} does not exist")
-    path = folder / CONFIG_FILE
-    if not path.is_file():
-        raise CheckpointError(f"tokenizer folder {folder} has no {CONFIG_FILE}")
-    try:
-        meta = json.loads(path.read_text("utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} is not valid JSON: {exc}") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a freshrec semantic-ID tokenizer config")
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path} has format_version {meta.get('format_version')}, expected {FORMAT_VERSION}"
-        )
-    return meta
+    return read_manifest(
+        folder / CONFIG_FILE,
+        "semantic-ID tokenizer config",
+        format=FORMAT,
+        version=FORMAT_VERSION,
+        version_key="format_version",
+    )
 
 
 def load_tokenizer(folder: str | Path) -> SemanticTokenizer:

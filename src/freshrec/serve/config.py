@@ -14,7 +14,6 @@ The API key is never part of the config: it comes from the environment variable
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from freshrec.config import Recipe, load_recipe
 from freshrec.edit.config import EditConfig
 from freshrec.errors import ConfigError, validation_problems
+from freshrec.manifest import read_json_object
 from freshrec.workspace import Workspace
 
 API_KEY_ENV = "FRESHREC_API_KEY"
@@ -102,14 +102,7 @@ class ServeConfig(BaseModel):
     @classmethod
     def from_file(cls, path: str | Path) -> ServeConfig:
         """Read a JSON config file (the same keys as the fields)."""
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{path}: cannot read serve config ({exc})") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"{path}: a serve config is a JSON object")
-        return cls.from_dict(data)
+        return cls.from_dict(read_json_object(path, "serve config", error=ConfigError))
 
     # ------------------------------------------------------------------ derived
     def load_recipe(self) -> Recipe:

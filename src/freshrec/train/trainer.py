@@ -25,7 +25,7 @@ from torch import nn
 
 from freshrec.atomic import atomic_dir, write_json
 from freshrec.model.base import GenerativeRecommender
-from freshrec.model.checkpoint import load_checkpoint, save_checkpoint
+from freshrec.model.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from freshrec.train.config import TrainConfig
 
 Batch = dict[str, torch.Tensor]
@@ -163,7 +163,7 @@ class Trainer:
             "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
         }
-        with atomic_dir(self.out_dir / "last") as tmp:
+        with atomic_dir(self.out_dir / LAST) as tmp:
             save_checkpoint(self.model, tmp / "model", self.fingerprint)
             torch.save(state, tmp / "optim.pt")
             write_json(
@@ -178,7 +178,7 @@ class Trainer:
             )
 
     def _load_state(self) -> tuple[int, float, int, int, list[EpochLog]] | None:
-        last = self.out_dir / "last"
+        last = self.out_dir / LAST
         if not (last / "progress.json").exists():
             return None
         loaded = load_checkpoint(last / "model", expect_fingerprint=self.fingerprint)
@@ -266,7 +266,7 @@ class Trainer:
                     if self.rank == 0:
                         save_checkpoint(
                             self.model,
-                            self.out_dir / "best",
+                            self.out_dir / BEST,
                             self.fingerprint,
                             extra={"epoch": epoch, "valid_ndcg10": score},
                         )

@@ -18,7 +18,6 @@ milliseconds and the encoder is run once per request.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -33,6 +32,7 @@ from torch import nn
 from freshrec.atomic import atomic_dir, write_json
 from freshrec.data.schema import Split
 from freshrec.errors import CheckpointError, ConfigError
+from freshrec.manifest import read_json_object
 from freshrec.model.base import GenerativeRecommender
 from freshrec.model.batches import iterate_batches, tiger_examples, training_examples
 from freshrec.semid.table import SidTable
@@ -171,8 +171,8 @@ class SelfDrafter:
     ) -> SelfDrafter:
         """Heads written by `save`, attached to `model` (the model they were trained with)."""
         folder = Path(folder)
+        cfg = read_json_object(folder / HEADS_CONFIG, "self-drafter config")
         try:
-            cfg = json.loads((folder / HEADS_CONFIG).read_text(encoding="utf-8"))
             heads = SelfDraftHeads(**cfg["heads"])
             heads.load_state_dict(load_file(str(folder / HEADS_FILE)))
         except (OSError, KeyError, TypeError, ValueError, RuntimeError) as exc:
