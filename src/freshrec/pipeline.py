@@ -141,15 +141,20 @@ def gr_ranker(
     name: str | None = None,
     beam_size: int | None = None,
 ) -> GRRanker:
-    """A ranker over the warm catalog (`catalog="warm"`) or every item with a SID ("full")."""
-    return GRRanker(
+    """The beam-mode ranker of a `Session` over the warm catalog (`catalog="warm"`) or every
+    item with a SID ("full"): what evaluation, training validation and the benchmarks rank
+    with (an evaluate `Ranker`)."""
+    session = Session(
         model,
         Catalog.from_split(split, table, model.vocab),
-        scope=catalog,  # type: ignore[arg-type]
-        name=name,
         beam_size=beam_size or recipe.eval.beam_size,
         batch_size=recipe.eval.batch_size,
     )
+    ranker = session.ranker("beam", catalog)  # type: ignore[arg-type]
+    assert isinstance(ranker, GRRanker)
+    if name is not None:
+        ranker.name = name
+    return ranker
 
 
 def train(

@@ -86,7 +86,7 @@ class Session:
     ) -> None:
         if catalog.vocab != model.vocab:
             raise ConfigError(f"catalog vocab {catalog.vocab} does not match the model's")
-        self.model = model.eval()
+        self.model = model
         self.edit_stack = edit_stack
         self.split = split
         self.beam_size, self.batch_size, self.retries = beam_size, batch_size, retries
