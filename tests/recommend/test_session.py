@@ -67,6 +67,7 @@ def test_beam_equals_beam_search(scope, ws, ml_split, ml_sids):
     _, table = ml_sids
     with Session.open(ws["recipe"], ws["ckpt"]) as session:
         recs = session.recommend(ws["hist"], K, users=ws["users"], scope=scope)
+        assert session.tokenizer_fingerprint == ml_sids[0].fingerprint
     model = load_checkpoint(ws["ckpt"])
     mask = ~ml_split.is_new if scope == "warm" else None
     items, scores = reference(model, table, ws["hist"], ws["users"], mask)

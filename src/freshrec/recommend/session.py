@@ -69,6 +69,7 @@ class Session:
     `eval.batch_size`); retries: the beam mode's wider-beam retries (0 = plain beam search).
     split: the prepared data (users, `user_history`), if any. embeddings: item text
     embeddings float32[n_items, d], or a function loading them on first use (text drafters).
+    tokenizer_fingerprint: the SID tokenizer the model and catalog belong to, if known.
     """
 
     def __init__(
@@ -83,6 +84,7 @@ class Session:
         retries: int = 0,
         embeddings: np.ndarray | Callable[[], np.ndarray] | None = None,
         workspace: Workspace | None = None,
+        tokenizer_fingerprint: str | None = None,
     ) -> None:
         if catalog.vocab != model.vocab:
             raise ConfigError(f"catalog vocab {catalog.vocab} does not match the model's")
@@ -91,6 +93,7 @@ class Session:
         self.split = split
         self.beam_size, self.batch_size, self.retries = beam_size, batch_size, retries
         self.workspace = workspace
+        self.tokenizer_fingerprint = tokenizer_fingerprint
         self._embeddings = embeddings
         self._rankers: dict[tuple[Any, ...], tuple[Catalog, ModeRanker]] = {}
         self._catalog = catalog
@@ -129,6 +132,7 @@ class Session:
             batch_size=recipe.eval.batch_size,
             embeddings=lambda: ws.item_embeddings(split.dataset.items.texts),
             workspace=ws,
+            tokenizer_fingerprint=tokenizer.fingerprint,
         )
 
     # ------------------------------------------------------------------ state

@@ -137,6 +137,7 @@ class Service:
             beam_size=self.config.beam_size,
             batch_size=self.config.max_batch,
             retries=RETRIES,
+            tokenizer_fingerprint=fingerprint,
         )
 
     # ================================================================== lifecycle
