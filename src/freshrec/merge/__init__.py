@@ -36,7 +36,7 @@ from freshrec.merge.grid import (
     window_examples,
     window_positions,
 )
-from freshrec.merge.methods import dare, linear, task_arithmetic, task_vectors, ties
+from freshrec.merge.kernels import dare, linear, task_arithmetic, task_vectors, ties
 from freshrec.merge.recipe import METHODS, MergeRecipe, load_recipe, parse_recipe
 from freshrec.merge.streaming import MergeReport, merge_checkpoints, merge_in_memory, merge_tensor
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from freshrec.errors import CheckpointError, ConfigError, UnknownItemError
-from freshrec.merge import methods
+from freshrec.merge import kernels
 from freshrec.merge.recipe import MergeRecipe, parse_recipe
 
 __all__ = [
@@ -76,9 +76,9 @@ def contextual_merge(
             out[key] = a
             continue
         if base is None:
-            merged = methods.linear([a, b], [1.0 - w, w], normalize=False)
+            merged = kernels.linear([a, b], [1.0 - w, w], normalize=False)
         else:
-            merged = methods.task_arithmetic(base[key], [a, b], [1.0 - w, w], lam)
+            merged = kernels.task_arithmetic(base[key], [a, b], [1.0 - w, w], lam)
         out[key] = merged.to(a.dtype)
     return out
 

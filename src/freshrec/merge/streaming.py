@@ -44,7 +44,7 @@ from torch import Tensor
 import freshrec
 from freshrec.atomic import atomic_dir, write_json
 from freshrec.errors import CheckpointError, ConfigError, TokenizerMismatchError
-from freshrec.merge import methods
+from freshrec.merge import kernels
 from freshrec.merge.recipe import MergeRecipe, load_recipe
 
 __all__ = [
@@ -209,15 +209,15 @@ def merge_tensor(
     lam, normalize = recipe.lam, recipe.normalize
     method = recipe.merge_method
     if method == "linear":
-        out = methods.linear(tensors, weights, normalize=normalize)
+        out = kernels.linear(tensors, weights, normalize=normalize)
     else:
         assert base is not None  # guaranteed by the recipe
         if method == "task_arithmetic":
-            out = methods.task_arithmetic(base, tensors, weights, lam, normalize=normalize)
+            out = kernels.task_arithmetic(base, tensors, weights, lam, normalize=normalize)
         elif method == "ties":
-            out = methods.ties(base, tensors, weights, densities, lam, normalize=normalize)
+            out = kernels.ties(base, tensors, weights, densities, lam, normalize=normalize)
         else:
-            out = methods.dare(
+            out = kernels.dare(
                 base,
                 tensors,
                 weights,
