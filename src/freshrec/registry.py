@@ -86,7 +86,7 @@ class Registry(Generic[T]):
         return tuple(self._entries)
 
     def __contains__(self, name: object) -> bool:
-        return name in self._entries
+        return isinstance(name, str) and name in self._entries
 
     def __iter__(self) -> Iterator[str]:
         return iter(tuple(self._entries))

@@ -28,7 +28,6 @@ import copy
 import json
 import sys
 import time
-import zlib
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -44,7 +43,6 @@ from torch import Tensor
 import freshrec
 from freshrec.atomic import atomic_dir, write_json
 from freshrec.errors import CheckpointError, ConfigError, TokenizerMismatchError
-from freshrec.merge import kernels
 from freshrec.merge.recipe import MergeRecipe, load_recipe
 
 __all__ = [
@@ -179,10 +177,6 @@ def _check_layouts(
     return sorted(ref)
 
 
-def _key_generator(seed: int, key: str) -> torch.Generator:
-    return torch.Generator().manual_seed((seed + zlib.crc32(key.encode("utf-8"))) % (2**63))
-
-
 def merge_tensor(
     recipe: MergeRecipe,
     key: str,
@@ -205,29 +199,7 @@ def merge_tensor(
                     f"{name}; non-float tensors are copied, not merged, and must be identical"
                 )
         return ref.clone()  # own memory: do not keep an input file's mmap alive
-    weights, densities = recipe.weights(), recipe.densities()
-    lam, normalize = recipe.lam, recipe.normalize
-    method = recipe.merge_method
-    if method == "linear":
-        out = kernels.linear(tensors, weights, normalize=normalize)
-    else:
-        assert base is not None  # guaranteed by the recipe
-        if method == "task_arithmetic":
-            out = kernels.task_arithmetic(base, tensors, weights, lam, normalize=normalize)
-        elif method == "ties":
-            out = kernels.ties(base, tensors, weights, densities, lam, normalize=normalize)
-        else:
-            out = kernels.dare(
-                base,
-                tensors,
-                weights,
-                densities,
-                lam,
-                generator=_key_generator(recipe.parameters.seed, key),
-                sign_election=method == "dare_ties",
-                normalize=normalize,
-                rescale=recipe.parameters.rescale,
-            )
+    out = recipe.method.merge(base, tensors, recipe.merge_args(key))
     dtype = _DTYPES[recipe.dtype] if recipe.dtype is not None else ref.dtype
     return out.to(dtype).contiguous()
 
