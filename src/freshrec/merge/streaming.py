@@ -242,6 +242,36 @@ def merge_in_memory(recipe: MergeRecipe | str | Path) -> dict[str, Tensor]:
     return out
 
 
+def _output_config(
+    recipe: MergeRecipe,
+    inputs: list[tuple[str, Path]],
+    configs: list[dict[str, Any]],
+    seconds: float,
+    n_keys: int,
+) -> dict[str, Any]:
+    """The merged checkpoint's config.json: the first model's, this freshrec version, and
+    `extra.merge` = resolved recipe, inputs and timing."""
+    cfg = copy.deepcopy(configs[int(recipe.base_model is not None)])
+    cfg["freshrec_version"] = freshrec.__version__
+    extra = dict(cfg.get("extra") or {})
+    extra["merge"] = {
+        "recipe": recipe.summary(),
+        "inputs": [
+            {
+                "role": role,
+                "path": str(p),
+                "tokenizer_fingerprint": c["tokenizer_fingerprint"],
+                "freshrec_version": c.get("freshrec_version"),
+            }
+            for (role, p), c in zip(inputs, configs, strict=True)
+        ],
+        "timing": {"merge_seconds": round(seconds, 4), "keys": n_keys},
+        "created_unix": int(time.time()),
+    }
+    cfg["extra"] = extra
+    return cfg
+
+
 def merge_checkpoints(
     recipe: MergeRecipe | str | Path,
     out_dir: str | Path,
@@ -291,25 +321,7 @@ def merge_checkpoints(
         show(i + 1, key)
 
     output_bytes = sum(t.numel() * t.element_size() for t in merged.values())
-    cfg = copy.deepcopy(configs[int(has_base)])
-    cfg["freshrec_version"] = freshrec.__version__
-    extra = dict(cfg.get("extra") or {})
-    seconds = time.perf_counter() - start
-    extra["merge"] = {
-        "recipe": recipe.summary(),
-        "inputs": [
-            {
-                "role": role,
-                "path": str(p),
-                "tokenizer_fingerprint": c["tokenizer_fingerprint"],
-                "freshrec_version": c.get("freshrec_version"),
-            }
-            for (role, p), c in zip(inputs, configs, strict=True)
-        ],
-        "timing": {"merge_seconds": round(seconds, 4), "keys": len(keys)},
-        "created_unix": int(time.time()),
-    }
-    cfg["extra"] = extra
+    cfg = _output_config(recipe, inputs, configs, time.perf_counter() - start, len(keys))
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         save_file(merged, str(tmp / MODEL_FILE), metadata={"format": "pt"})
         write_json(tmp / CONFIG_FILE, cfg)
