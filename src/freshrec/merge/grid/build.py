@@ -59,10 +59,7 @@ def _plan(recipe: Recipe, cfg: GridConfig, dataset: Dataset | None) -> _Plan:
             f"grid: needs the time split (data.split=time), got data.split={recipe.data.split}"
         )
     if dataset is None:
-        kw: dict[str, Any] = (
-            {"category": recipe.data.category} if recipe.data.kind == "amazon" else {}
-        )
-        dataset = load_dataset(recipe.data.kind, recipe.data.path, **kw)
+        dataset = load_dataset(recipe.data.kind, recipe.data.path, **recipe.data.loader_options())
     split = time_split(dataset, recipe.data.train_frac, recipe.data.valid_frac)
     assert split.cutoffs is not None
     cut1, cut2 = split.cutoffs
