@@ -1,6 +1,6 @@
 """MMGRid checkpoint grid: one checkpoint per (time phase x domain), trained incrementally.
 
-Time: the training period of the time split (EVAL.md: the first 80% of the time span) is cut
+Time: the training period of the time split (docs/EVAL.md: the first 80% of the time span) is cut
 into a **pretrain** period and later phases `phase1 .. phaseK` at `GridConfig.phases`
 (fractions of the training-period interactions, or of its time span). Validation and test
 periods are those of the time split, untouched.
@@ -30,7 +30,7 @@ scores any grid or merged checkpoint against the grid's tokenizer):
 
 ```
 out_dir/manifest.json                  contexts, parents, data windows, metrics (atomic writes)
-out_dir/<dataset>/prepared/            the time split (EVAL.md)
+out_dir/<dataset>/prepared/            the time split (docs/EVAL.md)
 out_dir/<dataset>/tokenizer/           the shared tokenizer + SID table
 out_dir/<dataset>/checkpoints/<name>/best/
 ```

@@ -42,7 +42,7 @@ class GridConfig(BaseModel):
     validate_on: Literal["valid", "next"] = Field(
         "valid",
         description="early stopping of every checkpoint on its context's requests of the time "
-        "split's validation period ('valid', as EVAL.md tunes everything), or of the window "
+        "split's validation period ('valid', as docs/EVAL.md tunes everything), or of the window "
         "after the checkpoint's own ('next': pretrain on phase 1, ..., the last on validation)",
     )
     valid_requests: int | None = Field(
