@@ -9,8 +9,13 @@ pack.save(folder)
 stack = EditStack(model, checkpoint_dir)
 stack.push(pack)          # the model now recommends the new items; stack.pop() rolls back
 ```
+
+`GenRecEditor` implements the `Editor` interface and is registered as `genrecedit` in
+`EDITORS` (`freshrec edit --editor NAME`); add an algorithm with a new module holding an
+`Editor` subclass decorated `@register_editor("name", config=MyConfig)`, imported below.
 """
 
+from freshrec.edit.base import EDITORS, Editor, register_editor
 from freshrec.edit.config import EditConfig
 from freshrec.edit.covariance import file_sha256, key_covariances, split_hash
 from freshrec.edit.editor import GenRecEditor
@@ -21,10 +26,12 @@ from freshrec.edit.store import EditPack, EditStack, checkpoint_identity
 from freshrec.edit.trigger import EditHooks, active_hooks, suspend_edits
 
 __all__ = [
+    "EDITORS",
     "EditConfig",
     "EditHooks",
     "EditPack",
     "EditStack",
+    "Editor",
     "GenRecEditor",
     "Localisation",
     "PseudoRequests",
@@ -38,6 +45,7 @@ __all__ = [
     "null_space_basis",
     "probe_localisation",
     "pseudo_requests",
+    "register_editor",
     "split_hash",
     "suspend_edits",
 ]
