@@ -65,13 +65,8 @@ def recipe(ckpts: dict[str, Path], method: str, **params: Any) -> dict[str, Any]
 
 
 def test_builtin_names_in_order() -> None:
-    assert MERGE_METHODS.names()[:5] == (
-        "linear",
-        "task_arithmetic",
-        "ties",
-        "dare_linear",
-        "dare_ties",
-    )
+    builtin = ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties")
+    assert tuple(n for n in MERGE_METHODS.names() if n in builtin) == builtin
     ties, dare_ties = MERGE_METHODS.get("ties"), MERGE_METHODS.get("dare_ties")
     assert type(ties) is type(dare_ties) is Ties  # TIES and DARE: settings of one class
     assert (ties.sparsify, dare_ties.sparsify) == ("magnitude", "random")

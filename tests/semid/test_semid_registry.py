@@ -71,7 +71,7 @@ def emb() -> np.ndarray:
 
 
 def test_builtin_kinds_registered() -> None:
-    assert TOKENIZERS.names()[:2] == ("rkmeans", "rqvae")
+    assert {"rkmeans", "rqvae"} <= set(TOKENIZERS.names())
     assert TOKENIZERS.get("rkmeans") is ResidualKMeansTokenizer
     assert SemIdConfig().whiten is True  # rkmeans' whiten_default
     assert SemIdConfig(kind="rqvae").whiten is False
