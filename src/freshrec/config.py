@@ -59,7 +59,8 @@ class DataConfig(BaseModel):
         try:
             loader_for(self.kind, self.loader_options())
         except ConfigError as exc:
-            raise ValueError(str(exc)) from None
+            own = ", ".join(type(self).model_fields)
+            raise ValueError(f"{exc}; the data section's own keys: {own}") from None
         return self
 
     def loader_options(self) -> dict[str, Any]:

@@ -112,6 +112,10 @@ def test_options_validated_by_the_loaders_class(events_dir: Path) -> None:
         match=r"data: .*events loader: unknown option 'colour' \(its options: min_ts\)",
     ):
         load_recipe("cpu", ["data.kind=events", "data.colour=red"])
+    with pytest.raises(
+        ConfigError, match=r"unknown option 'splt'.*own keys: kind, path, name, split"
+    ):
+        load_recipe("cpu", ["data.splt=loo"])  # a typo of a data key reads as a loader option
     with pytest.raises(ConfigError, match=r"events loader: min_ts: Input should be greater"):
         load_dataset("events", events_dir, min_ts=-1)
 
