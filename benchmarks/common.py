@@ -29,6 +29,13 @@ RECIPES = {"causal": "cpu", "tiger": "tiger-cpu"}
 OVERRIDES = {"causal": ["train.epochs=15", "train.patience=3", "train.valid_requests=1000"]}
 
 
+def repo_path(path: str | Path) -> str:
+    """`path` relative to the repository root when inside it (reports carry no machine paths),
+    else its name."""
+    p = Path(path).resolve()
+    return str(p.relative_to(ROOT.parent)) if p.is_relative_to(ROOT.parent) else p.name
+
+
 def command() -> str:
     return " ".join(["python", *(shlex.quote(a) for a in sys.argv)])
 

@@ -49,7 +49,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from common import RESULTS, WORK, command, recipe, setup
+from common import RESULTS, WORK, command, recipe, repo_path, setup
 from freshrec import pipeline
 from freshrec.atomic import write_bytes, write_json, write_text
 from freshrec.config import Recipe
@@ -504,7 +504,7 @@ def run_arch(ctx: Ctx, arch: str, primary: bool) -> dict[str, Any]:
     r = recipe(arch, 0)
     A = arch.upper()
     results: list[EvalResult] = []
-    out: dict[str, Any] = {"arch": arch, "checkpoint": str(ckpt), "results": results}
+    out: dict[str, Any] = {"arch": arch, "checkpoint": repo_path(ckpt), "results": results}
 
     def test(ranker: Captured, seed: int | None, **extra: Any) -> np.ndarray:
         res = evaluate_views(ranker, ts, sids, seed=seed, **extra)

@@ -1,5 +1,5 @@
 """MMGRid benchmark: merging a checkpoint grid (time phase x domain) vs single checkpoints and
-vs retraining on the union of the data, on MovieLens latest-small (EVAL.md time split).
+vs retraining on the union of the data, on MovieLens latest-small (docs/EVAL.md time split).
 
     .venv/bin/python benchmarks/merge_grid.py --fresh    # full run, ~25 min on 2 shared cores
     .venv/bin/python benchmarks/merge_grid.py --quick    # smoke run (tiny model, a few minutes)
@@ -43,6 +43,7 @@ import torch
 import yaml
 from safetensors.torch import load_file
 
+from common import repo_path
 from freshrec import pipeline
 from freshrec.atomic import write_json, write_text
 from freshrec.config import Recipe
@@ -493,7 +494,7 @@ def memory_benchmark(grid: Grid, work: Path, s: Setup) -> dict[str, Any]:
             recipe_of("ties", b, ms, [0.2] * 5, 0.5), work / "memory" / f"{name}.yaml"
         )
         one = (ms[0] / "model.safetensors").stat().st_size
-        row: dict[str, Any] = {"model_bytes": one, "models": [str(m) for m in ms]}
+        row: dict[str, Any] = {"model_bytes": one, "models": [repo_path(m) for m in ms]}
         for key in modes:
             mode, env = key.split("/")
             m = measure_peak(path, work / "memory" / f"{name}-out", mode, envs[env])
@@ -835,7 +836,7 @@ def main() -> None:
     }
     meta = run_metadata(
         dataset="ml-latest-small",
-        split="time 80/10/10 (EVAL.md); grid phases inside the training period",
+        split="time 80/10/10 (docs/EVAL.md); grid phases inside the training period",
         seeds=[seed],
         command=" ".join(["python", *(shlex.quote(a) for a in sys.argv)]),
     )
@@ -953,7 +954,7 @@ def render(
         "",
         f"- Time: pretrain {day(b[0])}..{day(b[1])}, phase 1 ..{day(b[2])}, phase 2 ..{day(b[3])} "
         "(60% / 20% / 20% of the training-period interactions); validation "
-        f"{day(c1)}..{day(c2)}, test after (the EVAL.md time split).",
+        f"{day(c1)}..{day(c2)}, test after (the docs/EVAL.md time split).",
         f"- Domains (primary genre = first listed genre): {doms}. Context `all` = every item.",
         "- Grid (`freshrec.merge.build_grid`): `init` -> `pretrain` (all items) -> `phase1-<d>` "
         "-> `phase2-<d>` for each domain d and for `all`, each continued from the previous "
@@ -1155,7 +1156,7 @@ def render(
         "seeds 0,1,2 would take ~3x the ~25 min budget. The paired intervals give the "
         "request-sampling noise, not the training-seed noise.",
         "- A context's catalog is its items including new ones, so cold numbers are not 0 by "
-        "construction (with EVAL.md's warm catalog every cold cell would be 0).",
+        "construction (with docs/EVAL.md's warm catalog every cold cell would be 0).",
         "- Validation samples are small too, so the validation choice of a merge is noisy; the "
         "tuning table shows how close the candidates were.",
     ]

@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from common import RESULTS, WORK, command, recipe, setup
+from common import RESULTS, WORK, command, recipe, repo_path, setup
 from freshrec import pipeline
 from freshrec.atomic import write_json, write_text
 from freshrec.data.schema import Split
@@ -337,7 +337,7 @@ def main() -> None:
         dataset="ml-latest-small",
         split="time",
         command=command(),
-        checkpoint=str(ckpt),
+        checkpoint=repo_path(ckpt),
         checkpoint_info=ckpt_info,
         arch="causal",
         server_defaults={"beam_size": 20, "max_batch": 32, "batch_window_ms": 2.0},
@@ -394,7 +394,7 @@ def main() -> None:
             f"Commit: {meta['git_commit']}; date {meta['date']}  ",
             f"Machine: {meta['machine']}; load average before/after "
             f"{meta['load_average_before']} / {meta['load_average_after']}  ",
-            f"Checkpoint: `{ckpt}` ({json.dumps(ckpt_info)}); beam 20, top_k 10, "
+            f"Checkpoint: `{repo_path(ckpt)}` ({json.dumps(ckpt_info)}); beam 20, top_k 10, "
             "histories = last 20 warm items of sampled validation requests; closed-loop clients "
             "on the same 2 cores as the server.",
             "",

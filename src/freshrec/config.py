@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from freshrec.data.loaders import DATASET_LOADERS, loader_for
 from freshrec.errors import ConfigError, validation_problems
 from freshrec.model.config import RECIPES as MODEL_RECIPES
 from freshrec.model.config import ModelConfig
@@ -25,15 +26,47 @@ BUILTIN = ("cpu", "tiger-cpu", "tiger-paper")
 
 
 class DataConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """The `data` section. `kind` names a loader registered in `DATASET_LOADERS`; every key
+    beside the fields below is an option of that loader, validated by its own class (e.g.
+    `category` for amazon, `keep_unused_items` for custom)."""
 
-    kind: Literal["movielens", "amazon", "custom"] = "movielens"
+    model_config = ConfigDict(extra="allow")
+
+    kind: str = "movielens"
     path: str = "data/ml-latest-small"
-    category: str | None = Field(None, description="Amazon category, e.g. Video_Games")
     name: str | None = Field(None, description="work-folder name (default: the folder's name)")
     split: Literal["time", "loo", "official"] = "time"
     train_frac: float = Field(0.8, gt=0, lt=1)
     valid_frac: float = Field(0.1, ge=0, lt=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _null_options_unset(cls, data: Any) -> Any:
+        """A loader option given as null means "not set" (old snapshots hold `category: null`)."""
+        if isinstance(data, dict):
+            return {k: v for k, v in data.items() if k in cls.model_fields or v is not None}
+        return data
+
+    @field_validator("kind")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        if value not in DATASET_LOADERS:
+            raise ValueError(DATASET_LOADERS.unknown_message(value))
+        return value
+
+    @model_validator(mode="after")
+    def _loader_options(self) -> DataConfig:
+        try:
+            loader_for(self.kind, self.loader_options())
+        except ConfigError as exc:
+            own = ", ".join(type(self).model_fields)
+            raise ValueError(f"{exc}; the data section's own keys: {own}") from None
+        return self
+
+    def loader_options(self) -> dict[str, Any]:
+        """Options of the `kind` loader: those `split` implies, overridden by the extra keys."""
+        implied = DATASET_LOADERS.get(self.kind).split_options(self.split)
+        return {**implied, **(self.model_extra or {})}
 
     @property
     def dataset_name(self) -> str:

@@ -54,10 +54,7 @@ def workspace(recipe: Recipe) -> Workspace:
 def prepare(recipe: Recipe, *, show: bool = True) -> Split:
     """Load the dataset, split it, write `<work>/prepared/`, print the stats table."""
     cfg = recipe.data
-    kw: dict[str, Any] = {}
-    if cfg.kind == "amazon":
-        kw = {"category": cfg.category, "official_split": cfg.split == "official"}
-    dataset = load_dataset(cfg.kind, cfg.path, **kw)
+    dataset = load_dataset(cfg.kind, cfg.path, **cfg.loader_options())
     if cfg.split == "time":
         split = time_split(dataset, cfg.train_frac, cfg.valid_frac)
     elif cfg.split == "loo":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,16 @@ def test_report_md_json_metadata(tiny_split: Split, tmp_path: Path) -> None:
     meta2, back = load_report(json_path)
     assert meta2["dataset"] == "tiny"
     assert back[1].metrics.to_dict() == results[1].metrics.to_dict()
+
+
+def test_report_cites_repo_docs_not_machine_paths(tiny_split: Split, tmp_path: Path) -> None:
+    meta = run_metadata(dataset="tiny", split="time")  # the default command: this process's
+    assert not meta["command"].split()[0].startswith("/")
+    assert sys.executable not in meta["command"]
+    _, md_path = write_report(tmp_path / "r", _results(tiny_split), meta)
+    md = md_path.read_text()
+    assert "Protocol: docs/EVAL.md." in md
+    assert "/work/" not in md
 
 
 def test_rich_table_renders(tiny_split: Split) -> None:

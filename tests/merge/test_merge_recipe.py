@@ -12,7 +12,8 @@ import pytest
 import yaml
 
 from freshrec.errors import ConfigError
-from freshrec.merge.recipe import METHODS, MergeRecipe, load_recipe
+from freshrec.merge.methods import MERGE_METHODS
+from freshrec.merge.recipe import MergeRecipe, load_recipe
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -69,9 +70,8 @@ def test_valid_recipe_resolves_relative_paths_against_recipe_folder(
 
 
 def test_defaults_follow_mergekit() -> None:
-    from freshrec.merge.recipe import DEFAULT_NORMALIZE
-
-    assert DEFAULT_NORMALIZE == {
+    builtin = ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties")
+    assert {n: MERGE_METHODS.get(n).default_normalize for n in builtin} == {
         "linear": True,
         "task_arithmetic": False,
         "ties": True,
@@ -80,7 +80,7 @@ def test_defaults_follow_mergekit() -> None:
     }
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", MERGE_METHODS.names())
 def test_every_method_parses_with_its_default_normalize(folder: Path, method: str) -> None:
     data = recipe(method)
     if method in ("ties", "dare_linear", "dare_ties"):

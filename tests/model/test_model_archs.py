@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from model_helpers import ARCHS, VOCAB, fresh_model, pattern_split, random_histories, train_briefly
 from torch import nn
 
 from freshrec.model.base import GenerativeRecommender
 from freshrec.model.batches import causal_windows, history_tokens, iterate_batches, tiger_examples
 from freshrec.model.decode_context import NO_CONTEXT
 from freshrec.semid.vocab import BOS, PAD
+from model_helpers import ARCHS, VOCAB, fresh_model, pattern_split, random_histories, train_briefly
 
 P = VOCAB.sid_len
 
@@ -275,9 +275,8 @@ def test_user_token_is_accepted(sid_tokens):
     from freshrec.semid.vocab import SidVocab
 
     vocab = SidVocab(n_levels=2, codebook_size=6, max_collision=4, user_buckets=8)
-    from model_helpers import tiny_config
-
     from freshrec.model.base import build_model
+    from model_helpers import tiny_config
 
     hist = history_tokens(random_histories(3, 5), sid_tokens, np.array([0, 1, 2]), vocab)
     assert hist.shape == (3, 1 + 5 * P)

@@ -7,7 +7,6 @@ import itertools
 import numpy as np
 import pytest
 import torch
-from model_helpers import VOCAB, make_split
 
 from freshrec.data.schema import Requests
 from freshrec.errors import ConfigError
@@ -23,6 +22,7 @@ from freshrec.model.batches import (
     window_starts,
 )
 from freshrec.semid.vocab import BOS, PAD, SidVocab
+from model_helpers import VOCAB, make_split
 
 P = VOCAB.sid_len
 
@@ -164,9 +164,8 @@ def test_request_history_tokens(sid_tokens):
 
 
 def test_training_examples_dispatch_on_arch(sid_tokens):
-    from model_helpers import tiny_config
-
     from freshrec.model.batches import training_examples
+    from model_helpers import tiny_config
 
     split = make_split([list(range(12))], [12], 60)
     tiger = training_examples(tiny_config("tiger"), split, sid_tokens)

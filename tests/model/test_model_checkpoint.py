@@ -6,13 +6,13 @@ import json
 
 import pytest
 import torch
-from model_helpers import ARCHS, VOCAB, fresh_model, random_histories
 
 import freshrec
 from freshrec.errors import CheckpointError, TokenizerMismatchError
 from freshrec.model.batches import history_tokens
 from freshrec.model.checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
 from freshrec.recommend.beam_search import beam_search
+from model_helpers import ARCHS, VOCAB, fresh_model, random_histories
 
 
 @pytest.mark.parametrize("arch", ARCHS)

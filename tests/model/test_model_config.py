@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import pytest
-from model_helpers import VOCAB
 
 from freshrec.errors import ConfigError
 from freshrec.model import build_model
 from freshrec.model.config import ModelConfig, causal_cpu, recipe, tiger_cpu, tiger_paper
 from freshrec.model.tiger import t5_config
+from model_helpers import VOCAB
 
 
 def test_tiger_paper_is_expressible():

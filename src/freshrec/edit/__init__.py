@@ -12,8 +12,12 @@ stack.push(pack)          # the model now recommends the new items; stack.pop() 
 
 Applying packs is model-level: `EditPack`, `EditStack` (`freshrec.model.edit_packs`) and
 `EditHooks` (`freshrec.model.edit_hooks`) live in `freshrec.model` and are re-exported here.
+`GenRecEditor` implements the `Editor` interface and is registered as `genrecedit` in
+`EDITORS` (`freshrec edit --editor NAME`); add an algorithm with a new module holding an
+`Editor` subclass decorated `@register_editor("name", config=MyConfig)`, imported below.
 """
 
+from freshrec.edit.base import EDITORS, Editor, register_editor
 from freshrec.edit.config import EditConfig
 from freshrec.edit.covariance import key_covariances, split_hash
 from freshrec.edit.editor import GenRecEditor
@@ -25,10 +29,12 @@ from freshrec.model.edit_hooks import EditHooks, active_hooks, suspend_edits
 from freshrec.model.edit_packs import EditPack, EditStack
 
 __all__ = [
+    "EDITORS",
     "EditConfig",
     "EditHooks",
     "EditPack",
     "EditStack",
+    "Editor",
     "GenRecEditor",
     "Localisation",
     "PseudoRequests",
@@ -42,6 +48,7 @@ __all__ = [
     "null_space_basis",
     "probe_localisation",
     "pseudo_requests",
+    "register_editor",
     "split_hash",
     "suspend_edits",
 ]

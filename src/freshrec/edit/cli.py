@@ -1,6 +1,6 @@
-"""`freshrec edit`: inject the catalog's new items into a trained checkpoint (GenRecEdit) and
-save the edit pack (`freshrec recommend --edit PACK` applies it). Register the command on the
-app with `register(app)`.
+"""`freshrec edit`: inject the catalog's new items into a trained checkpoint (an editor from
+`EDITORS`, default GenRecEdit) and save the edit pack (`freshrec recommend --edit PACK`
+applies it). Register the command on the app with `register(app)`.
 
 ```
 freshrec edit .freshrec/ml-latest-small/checkpoints/causal-s0   # all new items -> <work>/edits/
@@ -8,8 +8,9 @@ freshrec edit CKPT --items 187593,188301 --set edit.lam=300 --out packs/two  # t
 freshrec recommend --user 1 --checkpoint CKPT --edit packs/two
 ```
 
-Overrides: `--set edit.<key>=<value>` sets an `EditConfig` field (e.g. `edit.lam`,
-`edit.positions=[0,1]`, `edit.trigger=false`); every other `--set` is a recipe override.
+Overrides: `--set edit.<key>=<value>` sets a field of the editor's config class (GenRecEdit:
+`EditConfig`, e.g. `edit.lam`, `edit.positions=[0,1]`, `edit.trigger=false`); every other
+`--set` is a recipe override. `--editor NAME` picks another registered editor.
 """
 
 from __future__ import annotations
@@ -147,21 +148,24 @@ def edit(
     seed: Annotated[
         int | None, typer.Option(help="pseudo-request sampling seed (default edit.seed)")
     ] = None,
+    editor: Annotated[
+        str, typer.Option(help="editing algorithm, a name registered in freshrec.edit.EDITORS")
+    ] = "genrecedit",
 ) -> None:
-    """Edit CHECKPOINT so that it recommends new items (GenRecEdit), without retraining.
+    """Edit CHECKPOINT so that it recommends new items (default GenRecEdit), without retraining.
 
     The base weights are not modified: the edit is saved as a pack (deltas + manifest) that
     `freshrec recommend --edit PACK` applies on top of the checkpoint."""
     from freshrec import pipeline
     from freshrec.config import load_recipe
-    from freshrec.edit.config import EditConfig
-    from freshrec.edit.editor import GenRecEditor
+    from freshrec.edit import EDITORS
     from freshrec.model.checkpoint import load_checkpoint
 
     t_all = time.perf_counter()
+    editor_cls = EDITORS.get(editor)
     recipe_sets, edit_sets = split_overrides(set_)
     r = load_recipe(recipe, recipe_sets)
-    cfg = EditConfig.from_dict(edit_sets)
+    cfg = editor_cls.make_config(edit_sets)
     folder = resolve_checkpoint(checkpoint)
     split = pipeline.load_prepared(r)
     tok, table = pipeline.load_tokenized(r)
@@ -169,29 +173,42 @@ def edit(
     idx = resolve_items(split, items)
     emb = pipeline.item_embeddings(r, split)
     ws = pipeline.workspace(r)
-    editor = GenRecEditor(model, folder, split, table, emb, cfg, ws)
-    console.print(f"editing {len(idx)} item(s) into {folder} ({model.arch}) ...")
-    pack = editor.edit(idx, seed=seed)
+    algorithm = editor_cls(model, folder, split, table, emb, cfg, ws)
+    console.print(f"editing {len(idx)} item(s) into {folder} ({model.arch}, {editor}) ...")
+    pack = algorithm.edit(idx, seed=seed)
     dest = pack.save(out if out is not None else ws.edits() / pack.pack_id)
 
-    m, t = pack.metrics, pack.timings
-    table_out = Table(title=f"edit pack {pack.pack_id}", show_header=False)
-    table_out.add_row("saved to", str(dest))
-    table_out.add_row("items", f"{m['n_items']} ({len(m['items_without_context'])} no context)")
-    table_out.add_row("edit requests", str(m["n_requests"]))
+    console.print(_summary(pack, dest, time.perf_counter() - t_all))
+
+
+def _summary(pack: Any, dest: Path, total_s: float) -> Table:
+    """The pack's summary table; fields an editor's manifest lacks show as '-'."""
+    m, t, man = pack.metrics, pack.timings, pack.manifest
+    out = Table(title=f"edit pack {pack.pack_id}", show_header=False)
+    out.add_row("saved to", str(dest))
+    out.add_row(
+        "items",
+        f"{m.get('n_items', len(pack.items))} "
+        f"({len(m.get('items_without_context', []))} no context)",
+    )
+    out.add_row("edit requests", str(m.get("n_requests", "-")))
     sites = ", ".join(f"p{p}->L{layer}" for p, layer in pack.sites)
-    table_out.add_row("positions -> layers", f"{sites} ({pack.manifest['localisation']['method']})")
-    table_out.add_row("method / lambda", f"{pack.manifest['method']} / {pack.manifest['lam']:g}")
-    table_out.add_row("reliability", _reliability_cell(m.get("reliability")))
+    located = man.get("localisation", {}).get("method", "-")
+    out.add_row("positions -> layers", f"{sites} ({located})")
+    lam = man.get("lam")
+    out.add_row(
+        "method / lambda", f"{man.get('method', '-')} / {'-' if lam is None else f'{lam:g}'}"
+    )
+    out.add_row("reliability", _reliability_cell(m.get("reliability")))
     cov = m.get("covariance", {})
     cached = " (one-time, cached for next edits)" if cov.get("computed") else " (cached)"
-    table_out.add_row(
+    out.add_row(
         "seconds",
-        f"edit {t['edit_total']:.1f}, covariance {t['covariance']:.1f}{cached}, "
-        f"reliability check {t.get('reliability', 0.0):.1f}, "
-        f"total {time.perf_counter() - t_all:.1f}",
+        f"edit {t.get('edit_total', float('nan')):.1f}, "
+        f"covariance {t.get('covariance', 0.0):.1f}{cached}, "
+        f"reliability check {t.get('reliability', 0.0):.1f}, total {total_s:.1f}",
     )
-    console.print(table_out)
+    return out
 
 
 def register(app: typer.Typer) -> None:

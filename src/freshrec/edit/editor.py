@@ -32,6 +32,7 @@ import torch
 import freshrec
 from freshrec.atomic import write_json
 from freshrec.data.schema import Requests, Split
+from freshrec.edit.base import Editor, register_editor
 from freshrec.edit.config import EditConfig
 from freshrec.edit.covariance import CovarianceInfo, key_covariances, split_hash
 from freshrec.edit.keys import TeacherForcedBatch, request_tokens
@@ -60,7 +61,8 @@ _IN_PROGRESS = "<in-progress>"
 _KEEP_BYTES = 2 << 30  # prepared request states kept across positions up to this size
 
 
-class GenRecEditor:
+@register_editor("genrecedit", config=EditConfig)
+class GenRecEditor(Editor):
     """Edits `model` (loaded from `checkpoint_dir`) so that it recommends new items.
 
     split: the data the model was trained on (training contexts); table: SID table with the new

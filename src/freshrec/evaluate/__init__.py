@@ -1,4 +1,4 @@
-"""Evaluation (/work/shared/EVAL.md): full-SID hit metrics, overall/warm/cold tables, baselines,
+"""Evaluation (docs/EVAL.md): full-SID hit metrics, overall/warm/cold tables, baselines,
 reports and plots."""
 
 from freshrec.evaluate.metrics import (

@@ -1,4 +1,4 @@
-"""Ranking metrics of the evaluation protocol (/work/shared/EVAL.md), vectorised over requests.
+"""Ranking metrics of the evaluation protocol (docs/EVAL.md), vectorised over requests.
 
 A hit is the exact target item (its full SID): ranked lists hold item indices, and each item
 owns exactly one SID, so an item match is a full-SID match; prefixes never count as hits.

@@ -1,4 +1,4 @@
-"""The ranking protocol every method is evaluated under (/work/shared/EVAL.md).
+"""The ranking protocol every method is evaluated under (docs/EVAL.md).
 
 A `Ranker` returns its top-K items per request with the request's history items excluded;
 `evaluate_ranker` runs it on the validation or test requests of a `Split` and scores it.
@@ -20,7 +20,7 @@ from freshrec.evaluate.metrics import KS, Metrics, compute_metrics
 
 DEFAULT_HISTORY_LEN = 20
 """History length of the baselines (TIGER's): a request's model input and exclusion set are
-its last 20 interactions (EVAL.md: history truncated to the model's history length)."""
+its last 20 interactions (docs/EVAL.md: history truncated to the model's history length)."""
 
 Part = Literal["valid", "test"]
 Catalog = Literal["warm", "full"]

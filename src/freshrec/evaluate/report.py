@@ -1,7 +1,8 @@
-"""Result files: JSON + markdown tables with the run metadata EVAL.md requires, and a rich table.
+"""Result files: JSON + markdown tables with the run metadata docs/EVAL.md requires, and a rich
+table.
 
 Rows = methods; results of the same (method, catalog, part) from several seeds are merged into
-one row showing the median and the range, as EVAL.md asks.
+one row showing the median and the range, as docs/EVAL.md asks.
 """
 
 from __future__ import annotations
@@ -57,6 +58,21 @@ def machine_info() -> dict[str, Any]:
     }
 
 
+def _command_line() -> str:
+    """This process's command line without machine paths: `python <script>.py args` for a
+    script (named by its file name), else the program's name and its arguments."""
+    if not sys.argv:
+        return "python"
+    script = Path(sys.argv[0])
+    if script.name == "__main__.py":  # python -m package
+        head = ["python", "-m", script.parent.name]
+    elif script.suffix == ".py":
+        head = ["python", script.name]
+    else:
+        head = [script.name or "python"]
+    return " ".join([*head, *sys.argv[1:]])
+
+
 def run_metadata(
     *,
     dataset: str,
@@ -71,7 +87,7 @@ def run_metadata(
     command defaults to this process's command line.
     """
     return {
-        "command": command if command is not None else " ".join([sys.executable, *sys.argv]),
+        "command": command if command is not None else _command_line(),
         "git_commit": git_commit(),
         "seeds": list(seeds),
         "dataset": dataset,
@@ -176,7 +192,7 @@ def render_markdown(
             lines.append(f"- {key}: {value}")
     lines += [
         "",
-        "Protocol: /work/shared/EVAL.md. R = Recall (hit rate), N = NDCG; a hit is the exact "
+        "Protocol: docs/EVAL.md. R = Recall (hit rate), N = NDCG; a hit is the exact "
         "target item (full SID). catalog: `warm` = training-period items only, `full` = incl. "
         "new items. Multiple seeds: median (min–max).",
         "",

@@ -1,6 +1,7 @@
-"""MMGRid-style checkpoint merging: recipes, linear/TA/TIES/DARE, base replacement,
-weighted contextual merging, a streaming merge of checkpoint folders, and the checkpoint grid
-(time phase x domain, trained incrementally with one shared tokenizer).
+"""MMGRid-style checkpoint merging: recipes, merge methods registered by name in
+`MERGE_METHODS` (linear, task arithmetic, TIES/DARE), base replacement, weighted contextual
+merging, a streaming merge of checkpoint folders, and the checkpoint grid (time phase x
+domain, trained incrementally with one shared tokenizer).
 
 ```python
 from freshrec.merge import load_recipe, merge_checkpoints
@@ -36,16 +37,19 @@ from freshrec.merge.grid import (
     window_examples,
     window_positions,
 )
-from freshrec.merge.methods import dare, linear, task_arithmetic, task_vectors, ties
-from freshrec.merge.recipe import METHODS, MergeRecipe, load_recipe, parse_recipe
+from freshrec.merge.kernels import dare, linear, task_arithmetic, task_vectors, ties
+from freshrec.merge.methods import MERGE_METHODS, MergeArgs, MergeMethod
+from freshrec.merge.recipe import MergeRecipe, load_recipe, parse_recipe
 from freshrec.merge.streaming import MergeReport, merge_checkpoints, merge_in_memory, merge_tensor
 
 __all__ = [
     "ALL",
-    "METHODS",
+    "MERGE_METHODS",
     "Grid",
     "GridConfig",
     "GridEntry",
+    "MergeArgs",
+    "MergeMethod",
     "MergeRecipe",
     "MergeReport",
     "assign_domains",

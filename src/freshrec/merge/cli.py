@@ -34,8 +34,9 @@ def merge(
     overwrite: Annotated[bool, typer.Option(help="replace OUT_DIR if it exists")] = False,
     progress: Annotated[bool, typer.Option(help="print per-key progress to stderr")] = True,
 ) -> None:
-    """Merge checkpoints per RECIPE (linear, task_arithmetic, ties, dare_linear, dare_ties),
-    streaming one tensor at a time; OUT_DIR is an ordinary checkpoint."""
+    """Merge checkpoints per RECIPE (merge_method: linear, task_arithmetic, ties, dare_linear,
+    dare_ties or another registered method), streaming one tensor at a time; OUT_DIR is an
+    ordinary checkpoint."""
     from freshrec.merge.recipe import load_recipe
     from freshrec.merge.streaming import merge_checkpoints
 

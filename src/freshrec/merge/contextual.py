@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from freshrec.errors import CheckpointError, ConfigError, UnknownItemError
-from freshrec.merge import methods
+from freshrec.merge.methods import MERGE_METHODS, MergeArgs
 from freshrec.merge.recipe import MergeRecipe, parse_recipe
 
 __all__ = [
@@ -49,9 +49,10 @@ def contextual_merge(
 ) -> dict[str, Tensor]:
     """Blend two state dicts, `weight` on `newer`, `1 - weight` on `older`.
 
-    Without `base`: linear, `(1 - w) * older + w * newer`. With `base`: task arithmetic,
-    `base + lam * ((1 - w) * (older - base) + w * (newer - base))`, which equals the linear
-    blend when `lam == 1`; `lam != 1` scales the blended task vector away from/towards `base`.
+    Without `base`: the `linear` method, `(1 - w) * older + w * newer`. With `base`: the
+    `task_arithmetic` method, `base + lam * ((1 - w) * (older - base) + w * (newer - base))`,
+    which equals the linear blend when `lam == 1`; `lam != 1` scales the blended task vector
+    away from/towards `base`.
     Non-float tensors must be equal and are copied from `older`. Output dtypes follow `older`.
     """
     w = _check_weight(weight)
@@ -61,6 +62,7 @@ def contextual_merge(
         if set(sd) != keys:
             diff = sorted(keys.symmetric_difference(sd))
             raise CheckpointError(f"key '{diff[0]}' is not in both older and {name}")
+    method = MERGE_METHODS.get("linear" if base is None else "task_arithmetic")
     out: dict[str, Tensor] = {}
     for key in sorted(keys):
         a, b = older[key], newer[key]
@@ -75,10 +77,8 @@ def contextual_merge(
                 raise CheckpointError(f"non-float tensor '{key}' differs between the inputs")
             out[key] = a
             continue
-        if base is None:
-            merged = methods.linear([a, b], [1.0 - w, w], normalize=False)
-        else:
-            merged = methods.task_arithmetic(base[key], [a, b], [1.0 - w, w], lam)
+        args = MergeArgs(key, [1.0 - w, w], [1.0, 1.0], lam=lam, normalize=False)
+        merged = method.merge(None if base is None else base[key], [a, b], args)
         out[key] = merged.to(a.dtype)
     return out
 

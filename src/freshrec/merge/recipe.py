@@ -1,7 +1,7 @@
 """Merge recipes in mergekit's YAML shape.
 
 ```yaml
-merge_method: ties            # linear | task_arithmetic | ties | dare_linear | dare_ties
+merge_method: ties            # a name in MERGE_METHODS: linear | task_arithmetic | ties | dare_*
 base_model: ckpt/pretrain     # task vectors are taken against it (any checkpoint: base replacement)
 models:
   - model: ckpt/phase1
@@ -15,16 +15,20 @@ dtype: float32                # float32 | float16 | bfloat16; omitted: keep each
 Relative paths resolve against the recipe file's folder. Rules (each violation is a
 `ConfigError` naming the file, the field and what was expected):
 
+- `merge_method`: a name registered in `freshrec.merge.methods.MERGE_METHODS`; the method's
+  class attributes drive the rules below (`needs_base`, `uses_density`, `default_normalize`)
+  and its `check(recipe)` adds its own (linear: see below).
 - `weight` >= 0 and not all 0; default 1.0. `density` in (0, 1], default 1.0, only meaningful
-  for ties / dare_*. Both may be given globally under `parameters` as per-model defaults.
+  for methods with `uses_density` (ties / dare_*). Both may be given globally under
+  `parameters` as per-model defaults.
 - `normalize` defaults as in mergekit: linear true, task_arithmetic false, ties true,
   dare_linear false, dare_ties false. For linear with `normalize: false` the weights must sum
   to 1 (within 1e-3); otherwise the merged model would be the average scaled by sum(weights),
   which is an error rather than a warning (use task_arithmetic + lambda to extrapolate).
-- `base_model` is required for every method but linear (for linear it is optional: checked for
-  compatibility and the source of non-float tensors, averaged only if listed in `models`). An
-  entry of `models` that is the base itself is dropped for the task-vector methods (its task
-  vector is zero), as mergekit does, with a warning.
+- `base_model` is required for every method with `needs_base` (all but linear; for linear it
+  is optional: checked for compatibility and the source of non-float tensors, averaged only if
+  listed in `models`). An entry of `models` that is the base itself is dropped for those
+  methods (its task vector is zero), as mergekit does, with a warning.
 - `lambda` (alias `scale`) default 1.0; `seed` (DARE masks) default 0; `rescale` (DARE) default
   true; `int8_mask` is accepted for mergekit compatibility and has no effect.
 """
@@ -50,11 +54,9 @@ from pydantic import (
 )
 
 from freshrec.errors import ConfigError
+from freshrec.merge.methods import MERGE_METHODS, MergeArgs, MergeMethod
 
 __all__ = [
-    "DEFAULT_NORMALIZE",
-    "METHODS",
-    "TASK_VECTOR_METHODS",
     "MergeRecipe",
     "ModelEntry",
     "ModelParameters",
@@ -63,19 +65,7 @@ __all__ = [
     "parse_recipe",
 ]
 
-MergeMethod = Literal["linear", "task_arithmetic", "ties", "dare_linear", "dare_ties"]
-METHODS: tuple[str, ...] = ("linear", "task_arithmetic", "ties", "dare_linear", "dare_ties")
-TASK_VECTOR_METHODS: frozenset[str] = frozenset(METHODS) - {"linear"}
-SPARSE_METHODS: frozenset[str] = frozenset({"ties", "dare_linear", "dare_ties"})
-DEFAULT_NORMALIZE: dict[str, bool] = {
-    "linear": True,
-    "task_arithmetic": False,
-    "ties": True,
-    "dare_linear": False,
-    "dare_ties": False,
-}
 DTYPES: tuple[str, ...] = ("float32", "float16", "bfloat16")
-LINEAR_SUM_TOLERANCE = 1e-3
 
 
 def _check_density(value: float | None) -> float | None:
@@ -185,7 +175,7 @@ class MergeRecipe(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    merge_method: MergeMethod
+    merge_method: str
     base_model: Path | None = None
     models: list[ModelEntry]
     parameters: RecipeParameters = Field(default_factory=RecipeParameters)
@@ -194,8 +184,9 @@ class MergeRecipe(BaseModel):
     @field_validator("merge_method", mode="before")
     @classmethod
     def _known_method(cls, value: Any) -> Any:
-        if value not in METHODS:
-            raise ValueError(f"unknown method {value!r}; expected one of: {', '.join(METHODS)}")
+        if value not in MERGE_METHODS:
+            known = ", ".join(MERGE_METHODS.names())
+            raise ValueError(f"unknown method {value!r}; expected one of: {known}")
         return value
 
     @field_validator("dtype", mode="before")
@@ -224,11 +215,11 @@ class MergeRecipe(BaseModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> MergeRecipe:
-        method = self.merge_method
-        if method in TASK_VECTOR_METHODS:
+        name, method = self.merge_method, self.method
+        if method.needs_base:
             if self.base_model is None:
                 raise ValueError(
-                    f"base_model: required for merge_method '{method}' (task vectors are taken "
+                    f"base_model: required for merge_method '{name}' (task vectors are taken "
                     "against it; any checkpoint, e.g. the shared pretrain one, may be the base)"
                 )
             kept = [m for m in self.models if m.model != self.base_model]
@@ -244,31 +235,30 @@ class MergeRecipe(BaseModel):
         weights = self.weights()
         if all(w == 0 for w in weights):
             raise ValueError(f"models: all weights are 0 ({weights}); at least one must be > 0")
-        if method not in SPARSE_METHODS:
+        if not method.uses_density:
+            sparse = sorted(n for n in MERGE_METHODS if MERGE_METHODS.get(n).uses_density)
             for i, (m, d) in enumerate(zip(self.models, self.densities(), strict=True)):
                 if d != 1.0:
                     own = m.parameters.density is not None
                     field = f"models[{i}].parameters.density" if own else "parameters.density"
                     raise ValueError(
-                        f"{field}: density applies only to "
-                        f"{', '.join(sorted(SPARSE_METHODS))}; got {d} with '{method}'"
+                        f"{field}: density applies only to {', '.join(sparse)}; got {d} with "
+                        f"'{name}'"
                     )
-        if method == "linear" and not self.normalize:
-            total = sum(weights)
-            if abs(total - 1.0) > LINEAR_SUM_TOLERANCE:
-                raise ValueError(
-                    f"models: weights sum to {total:g} with normalize: false for linear, so the "
-                    f"merged weights would be scaled by {total:g}; set normalize: true or make "
-                    "the weights sum to 1"
-                )
+        method.check(self)
         return self
+
+    @property
+    def method(self) -> MergeMethod:
+        """The registered `MergeMethod` of `merge_method`."""
+        return MERGE_METHODS.get(self.merge_method)
 
     @property
     def normalize(self) -> bool:
         """`parameters.normalize`, or the method's mergekit default when unset."""
         if self.parameters.normalize is not None:
             return self.parameters.normalize
-        return DEFAULT_NORMALIZE[self.merge_method]
+        return self.method.default_normalize
 
     @property
     def lam(self) -> float:
@@ -287,6 +277,18 @@ class MergeRecipe(BaseModel):
         return [
             default if m.parameters.density is None else m.parameters.density for m in self.models
         ]
+
+    def merge_args(self, key: str) -> MergeArgs:
+        """The settings `MergeMethod.merge` gets for tensor `key`."""
+        return MergeArgs(
+            key=key,
+            weights=self.weights(),
+            densities=self.densities(),
+            lam=self.lam,
+            normalize=self.normalize,
+            rescale=self.parameters.rescale,
+            seed=self.parameters.seed,
+        )
 
     def model_paths(self) -> list[Path]:
         return [m.model for m in self.models]
@@ -355,7 +357,7 @@ def _format_error(exc: ValidationError, source: str) -> ConfigError:
             if loc == "models":
                 msg += "; give at least one model"
             elif loc == "merge_method":
-                msg += f"; expected one of: {', '.join(METHODS)}"
+                msg += f"; expected one of: {', '.join(MERGE_METHODS.names())}"
         # Errors of the whole-recipe check carry no location; their message starts with it.
         lines.append(f"{source}: {loc}: {msg}" if loc else f"{source}: {msg}")
     return ConfigError("\n".join(lines))

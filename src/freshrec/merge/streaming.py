@@ -28,7 +28,6 @@ import copy
 import json
 import sys
 import time
-import zlib
 from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -44,7 +43,6 @@ from torch import Tensor
 import freshrec
 from freshrec.atomic import atomic_dir, write_json
 from freshrec.errors import CheckpointError, ConfigError, TokenizerMismatchError
-from freshrec.merge import methods
 from freshrec.merge.recipe import MergeRecipe, load_recipe
 from freshrec.model.checkpoint import CONFIG, WEIGHTS, read_checkpoint_config
 
@@ -167,10 +165,6 @@ def _check_layouts(
     return sorted(ref)
 
 
-def _key_generator(seed: int, key: str) -> torch.Generator:
-    return torch.Generator().manual_seed((seed + zlib.crc32(key.encode("utf-8"))) % (2**63))
-
-
 def merge_tensor(
     recipe: MergeRecipe,
     key: str,
@@ -193,29 +187,7 @@ def merge_tensor(
                     f"{name}; non-float tensors are copied, not merged, and must be identical"
                 )
         return ref.clone()  # own memory: do not keep an input file's mmap alive
-    weights, densities = recipe.weights(), recipe.densities()
-    lam, normalize = recipe.lam, recipe.normalize
-    method = recipe.merge_method
-    if method == "linear":
-        out = methods.linear(tensors, weights, normalize=normalize)
-    else:
-        assert base is not None  # guaranteed by the recipe
-        if method == "task_arithmetic":
-            out = methods.task_arithmetic(base, tensors, weights, lam, normalize=normalize)
-        elif method == "ties":
-            out = methods.ties(base, tensors, weights, densities, lam, normalize=normalize)
-        else:
-            out = methods.dare(
-                base,
-                tensors,
-                weights,
-                densities,
-                lam,
-                generator=_key_generator(recipe.parameters.seed, key),
-                sign_election=method == "dare_ties",
-                normalize=normalize,
-                rescale=recipe.parameters.rescale,
-            )
+    out = recipe.method.merge(base, tensors, recipe.merge_args(key))
     dtype = _DTYPES[recipe.dtype] if recipe.dtype is not None else ref.dtype
     return out.to(dtype).contiguous()
 
@@ -256,6 +228,36 @@ def merge_in_memory(recipe: MergeRecipe | str | Path) -> dict[str, Tensor]:
         tensors = [s[key] for s in states[int(has_base) :]]
         out[key] = merge_tensor(recipe, key, base, tensors, names)
     return out
+
+
+def _output_config(
+    recipe: MergeRecipe,
+    inputs: list[tuple[str, Path]],
+    configs: list[dict[str, Any]],
+    seconds: float,
+    n_keys: int,
+) -> dict[str, Any]:
+    """The merged checkpoint's config.json: the first model's, this freshrec version, and
+    `extra.merge` = resolved recipe, inputs and timing."""
+    cfg = copy.deepcopy(configs[int(recipe.base_model is not None)])
+    cfg["freshrec_version"] = freshrec.__version__
+    extra = dict(cfg.get("extra") or {})
+    extra["merge"] = {
+        "recipe": recipe.summary(),
+        "inputs": [
+            {
+                "role": role,
+                "path": str(p),
+                "tokenizer_fingerprint": c["tokenizer_fingerprint"],
+                "freshrec_version": c.get("freshrec_version"),
+            }
+            for (role, p), c in zip(inputs, configs, strict=True)
+        ],
+        "timing": {"merge_seconds": round(seconds, 4), "keys": n_keys},
+        "created_unix": int(time.time()),
+    }
+    cfg["extra"] = extra
+    return cfg
 
 
 def merge_checkpoints(
@@ -307,25 +309,7 @@ def merge_checkpoints(
         show(i + 1, key)
 
     output_bytes = sum(t.numel() * t.element_size() for t in merged.values())
-    cfg = copy.deepcopy(configs[int(has_base)])
-    cfg["freshrec_version"] = freshrec.__version__
-    extra = dict(cfg.get("extra") or {})
-    seconds = time.perf_counter() - start
-    extra["merge"] = {
-        "recipe": recipe.summary(),
-        "inputs": [
-            {
-                "role": role,
-                "path": str(p),
-                "tokenizer_fingerprint": c["tokenizer_fingerprint"],
-                "freshrec_version": c.get("freshrec_version"),
-            }
-            for (role, p), c in zip(inputs, configs, strict=True)
-        ],
-        "timing": {"merge_seconds": round(seconds, 4), "keys": len(keys)},
-        "created_unix": int(time.time()),
-    }
-    cfg["extra"] = extra
+    cfg = _output_config(recipe, inputs, configs, time.perf_counter() - start, len(keys))
     with atomic_dir(out_dir, overwrite=overwrite) as tmp:
         save_file(merged, str(tmp / WEIGHTS), metadata={"format": "pt"})
         write_json(tmp / CONFIG, cfg)

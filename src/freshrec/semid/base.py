@@ -1,5 +1,9 @@
 """`SemanticTokenizer`: embeddings -> per-level codes, plus save/load and the SID helpers.
 
+Tokenizers are registered by kind in `TOKENIZERS` (`@register_tokenizer` on the class, which
+sets `kind`); `SemIdConfig.kind` names one, `make_tokenizer` / `fit_sids` / `load_tokenizer`
+resolve it there.
+
 A tokenizer is fit on the warm (training-period) items only and then frozen: `encode` maps any
 embedding to codes deterministically, which is how new items get SIDs without refitting.
 
@@ -14,11 +18,13 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, TypeVar
 
 import numpy as np
 import torch
+from pydantic import BaseModel
 from safetensors import SafetensorError
 from safetensors.numpy import load as st_load
 from safetensors.numpy import save as st_save
@@ -27,6 +33,7 @@ from freshrec.atomic import atomic_dir, write_bytes, write_json
 from freshrec.embed.encoder import validate_embeddings
 from freshrec.errors import CheckpointError, ConfigError
 from freshrec.manifest import read_manifest
+from freshrec.registry import Registry
 from freshrec.semid.config import SemIdConfig
 from freshrec.semid.table import SidTable
 from freshrec.semid.vocab import SidVocab
@@ -37,22 +44,25 @@ CONFIG_FILE = "config.json"
 PARAMS_FILE = "params.safetensors"
 TABLE_FILE = "sid_table.npz"
 
+T = TypeVar("T", bound="SemanticTokenizer")
+
 
 class SemanticTokenizer(ABC):
-    """Abstract SID tokenizer. Subclasses set `kind` and implement `_fit`, `_encode` and the
-    parameter (de)serialisation `_arrays` / `_set_arrays`."""
+    """Abstract SID tokenizer. Subclasses implement `_fit`, `_encode` and the parameter
+    (de)serialisation `_arrays` / `_set_arrays`, and are registered with `@register_tokenizer`.
+
+    Class attributes: `kind` (the registered name, `SemIdConfig.kind`), `whiten_default` (what
+    `SemIdConfig.whiten=None` resolves to), `options_class` (a pydantic model validating
+    `SemIdConfig.options`, this kind's own settings; None = the kind takes none). The built-in
+    kinds keep their settings as flat `SemIdConfig` fields, which their fingerprints hash.
+    """
 
     kind: ClassVar[str]
-    _registry: ClassVar[dict[str, type[SemanticTokenizer]]] = {}
-
-    def __init_subclass__(cls, **kwargs: Any) -> None:
-        super().__init_subclass__(**kwargs)
-        kind = getattr(cls, "kind", None)
-        if isinstance(kind, str):
-            SemanticTokenizer._registry[kind] = cls
+    whiten_default: ClassVar[bool] = False
+    options_class: ClassVar[type[BaseModel] | None] = None
 
     def __init__(self, config: SemIdConfig | None = None) -> None:
-        config = config if config is not None else SemIdConfig(kind=self.kind)  # type: ignore[call-arg]
+        config = config if config is not None else SemIdConfig(kind=self.kind)
         if config.kind != self.kind:
             raise ConfigError(
                 f"{type(self).__name__} needs kind={self.kind!r}, got {config.kind!r}"
@@ -60,6 +70,13 @@ class SemanticTokenizer(ABC):
         self.config = config
         self.input_dim: int | None = None
         self._fingerprint: str | None = None
+
+    @property
+    def options(self) -> BaseModel | None:
+        """`config.options` validated by `options_class` (None when the kind has none)."""
+        if self.options_class is None:
+            return None
+        return self.options_class.model_validate(self.config.options or {})
 
     # ------------------------------------------------------------------ public API
     @property
@@ -245,19 +262,28 @@ def _fingerprint(config: SemIdConfig, input_dim: int, arrays: dict[str, np.ndarr
     return h.hexdigest()[:16]
 
 
-# ---------------------------------------------------------------------- factory / I/O
-def _kinds() -> dict[str, type[SemanticTokenizer]]:
-    # Importing the implementations registers them.
-    import freshrec.semid.rkmeans
-    import freshrec.semid.rqvae  # noqa: F401
+# ---------------------------------------------------------------------- registry / I/O
+TOKENIZERS: Registry[type[SemanticTokenizer]] = Registry("SID tokenizer")
 
-    return SemanticTokenizer._registry
+
+def register_tokenizer(kind: str) -> Callable[[type[T]], type[T]]:
+    """Class decorator: set `cls.kind = kind` and register `cls` in `TOKENIZERS` (ConfigError
+    if the kind is taken)."""
+
+    def decorate(cls: type[T]) -> type[T]:
+        if not (isinstance(cls, type) and issubclass(cls, SemanticTokenizer)):
+            raise ConfigError(f"{cls!r} is not a SemanticTokenizer subclass")
+        TOKENIZERS.add(kind, cls)
+        cls.kind = kind
+        return cls
+
+    return decorate
 
 
 def make_tokenizer(config: SemIdConfig | None = None) -> SemanticTokenizer:
     """An unfitted tokenizer of `config.kind` (default: residual k-means with defaults)."""
     config = config or SemIdConfig()
-    return _kinds()[config.kind](config)
+    return TOKENIZERS.get(config.kind)(config)
 
 
 def _read_meta(folder: Path) -> dict[str, Any]:
@@ -280,10 +306,11 @@ def load_tokenizer(folder: str | Path) -> SemanticTokenizer:
     """
     folder = Path(folder)
     meta = _read_meta(folder)
-    kinds = _kinds()
     kind = meta.get("kind")
-    if kind not in kinds:
-        raise CheckpointError(f"{folder}: unknown tokenizer kind {kind!r}")
+    if kind not in TOKENIZERS:
+        raise CheckpointError(
+            f"{folder}: unknown tokenizer kind {kind!r}; registered: {', '.join(TOKENIZERS)}"
+        )
     try:
         config = SemIdConfig.from_dict(meta["config"])
         input_dim = int(meta["input_dim"])
@@ -297,7 +324,7 @@ def load_tokenizer(folder: str | Path) -> SemanticTokenizer:
         arrays = st_load(params.read_bytes())
     except (OSError, SafetensorError, ValueError) as exc:
         raise CheckpointError(f"{params} is corrupt: {exc}") from None
-    tok = kinds[kind](config)
+    tok = TOKENIZERS.get(kind)(config)
     try:
         tok._set_arrays(arrays)
     except (KeyError, ValueError) as exc:

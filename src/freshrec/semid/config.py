@@ -25,20 +25,35 @@ in one code triple, over the collision limit).
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from freshrec.errors import ConfigError, validation_problems
 from freshrec.semid.vocab import SidVocab
 
 
 class SemIdConfig(BaseModel):
-    """Hyper-parameters of a semantic-ID tokenizer (immutable; unknown keys are errors)."""
+    """Hyper-parameters of a semantic-ID tokenizer (immutable; unknown keys are errors).
+
+    `kind` names a tokenizer registered in `freshrec.semid.base.TOKENIZERS`. The shared fields
+    and the built-in kinds' fields are flat; a registered kind with an `options_class` takes
+    its own settings under `options` (validated by that class; omitted from dumps and
+    fingerprints when unset, so existing configs hash as before).
+    """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    kind: Literal["rkmeans", "rqvae"] = "rkmeans"
+    kind: str = "rkmeans"
     n_levels: int = Field(3, ge=1, le=8)
     codebook_size: int = Field(64, ge=2, le=65536)
     max_collision: int = Field(64, ge=1, le=65536)
@@ -63,13 +78,51 @@ class SemIdConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0.0)
     dead_code_reset: bool = True
 
+    # Settings of a registered kind with an `options_class` (None for the built-in kinds).
+    options: dict[str, Any] | None = None
+
+    @field_validator("kind")
+    @classmethod
+    def _registered(cls, value: str) -> str:
+        from freshrec.semid.base import TOKENIZERS
+
+        if value not in TOKENIZERS:
+            raise ValueError(TOKENIZERS.unknown_message(value))
+        return value
+
     @model_validator(mode="after")
     def _resolve_defaults(self) -> SemIdConfig:
+        from freshrec.semid.base import TOKENIZERS
+
+        tokenizer = TOKENIZERS.get(self.kind)
         if self.whiten is None:
-            object.__setattr__(self, "whiten", self.kind == "rkmeans")
+            object.__setattr__(self, "whiten", tokenizer.whiten_default)
         if any(h < 1 for h in self.hidden_dims):
             raise ValueError(f"hidden_dims must be positive, got {list(self.hidden_dims)}")
+        if tokenizer.options_class is None:
+            if self.options:
+                raise ValueError(
+                    f"options: the {self.kind} tokenizer takes no options (set its fields directly)"
+                )
+            object.__setattr__(self, "options", None)
+        else:
+            try:
+                opts = tokenizer.options_class.model_validate(self.options or {})
+            except ValidationError as exc:
+                problems = validation_problems(exc, empty="options")
+                raise ValueError(f"options of the {self.kind} tokenizer: {problems}") from None
+            object.__setattr__(self, "options", opts.model_dump(mode="json"))
         return self
+
+    def __hash__(self) -> int:  # `options` is a dict: hash the canonical JSON instead
+        return hash(self.canonical_json())
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_options(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data = handler(self)
+        if data.get("options") is None:
+            data.pop("options", None)
+        return data
 
     @property
     def vocab(self) -> SidVocab:

@@ -26,13 +26,15 @@ from freshrec.semid.base import (
     faiss_kmeans,
     fit_pca_whitening,
     nearest_code,
+    register_tokenizer,
 )
 
 
+@register_tokenizer("rkmeans")
 class ResidualKMeansTokenizer(SemanticTokenizer):
     """Residual k-means SIDs. Parameters: `codebooks` float32[L, K, k] (+ PCA arrays)."""
 
-    kind = "rkmeans"
+    whiten_default = True  # PCA-whitening helps k-means cells (see semid/config.py)
 
     codebooks: np.ndarray
     pca_mean: np.ndarray | None = None

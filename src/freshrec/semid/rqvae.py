@@ -28,6 +28,7 @@ from freshrec.semid.base import (
     faiss_kmeans,
     fit_pca_whitening,
     nearest_code,
+    register_tokenizer,
 )
 
 
@@ -72,11 +73,10 @@ class _RQVAE(nn.Module):
         return torch.stack(codes, dim=1), z_q, vq, residuals
 
 
+@register_tokenizer("rqvae")
 class RQVAETokenizer(SemanticTokenizer):
     """RQ-VAE SIDs. Parameters: encoder/decoder weights, `codebooks` float32[L, K, latent],
     input normalisation (standardisation or PCA whitening)."""
-
-    kind = "rqvae"
 
     params: dict[str, np.ndarray]
     history: list[dict[str, float]]

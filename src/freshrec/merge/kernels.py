@@ -1,4 +1,5 @@
-"""Merge methods on one tensor key at a time (MMGRid: linear, task arithmetic, TIES, DARE).
+"""Tensor kernels of the merge methods (MMGRid: linear, task arithmetic, TIES, DARE), on one
+tensor key at a time. The registered methods (`freshrec.merge.methods`) are built from them.
 
 Every function takes the same key's tensor from N models (all of one shape `S`), plus the base
 model's tensor for the task-vector methods, and returns the merged tensor of shape `S`. Work is
@@ -23,13 +24,18 @@ from torch import Tensor
 
 __all__ = [
     "dare",
+    "dare_drop_",
     "dare_mask",
+    "disjoint_merge_",
     "elect_sign",
     "linear",
     "task_arithmetic",
     "task_vectors",
     "ties",
+    "trim_",
     "trim_topk",
+    "weight_column",
+    "weighted_sum_",
 ]
 
 
@@ -53,7 +59,7 @@ def _stack(tensors: Sequence[Tensor], dtype: torch.dtype) -> Tensor:
     return torch.stack([t.to(dtype) for t in tensors])
 
 
-def _weights(weights: Sequence[float], n: int, dtype: torch.dtype, ndim: int) -> Tensor:
+def weight_column(weights: Sequence[float], n: int, dtype: torch.dtype, ndim: int) -> Tensor:
     """Weights as a `[N, 1, ..., 1]` tensor broadcastable against `[N, *S]`."""
     if len(weights) != n:
         raise ValueError(f"got {len(weights)} weights for {n} tensors")
@@ -85,7 +91,7 @@ def task_vectors(base: Tensor, tensors: Sequence[Tensor]) -> Tensor:
     return stacked.sub_(base.to(dtype))
 
 
-def _weighted_sum_(stacked: Tensor, w: Tensor, normalize: bool) -> Tensor:
+def weighted_sum_(stacked: Tensor, w: Tensor, normalize: bool) -> Tensor:
     """`sum_i w_i x_i` (over `sum_i w_i` if `normalize`); scales `stacked` in place."""
     out = stacked.mul_(w).sum(0)
     return _safe_divide(out, w.sum()) if normalize else out
@@ -95,7 +101,9 @@ def linear(tensors: Sequence[Tensor], weights: Sequence[float], normalize: bool 
     """Weighted average `sum_i w_i theta_i` (divided by `sum_i w_i` if `normalize`). Shape `S`."""
     dtype = _compute_dtype(tensors)
     stacked = _stack(tensors, dtype)
-    return _weighted_sum_(stacked, _weights(weights, len(tensors), dtype, stacked.ndim), normalize)
+    return weighted_sum_(
+        stacked, weight_column(weights, len(tensors), dtype, stacked.ndim), normalize
+    )
 
 
 def task_arithmetic(
@@ -107,12 +115,12 @@ def task_arithmetic(
 ) -> Tensor:
     """`base + lam * sum_i w_i tau_i` (the sum divided by `sum_i w_i` if `normalize`)."""
     tau = task_vectors(base, tensors)
-    delta = _weighted_sum_(tau, _weights(weights, len(tensors), tau.dtype, tau.ndim), normalize)
+    delta = weighted_sum_(tau, weight_column(weights, len(tensors), tau.dtype, tau.ndim), normalize)
     return base.to(tau.dtype) + lam * delta
 
 
-def _trim_(tau: Tensor, density: float | Sequence[float]) -> Tensor:
-    """In-place `trim_topk`; temporaries are one model's size, not N models'."""
+def trim_(tau: Tensor, density: float | Sequence[float]) -> Tensor:
+    """In-place `trim_topk` of a contiguous `tau: [N, *S]`; temporaries are one model's size."""
     n = tau.shape[0]
     dens = _per_model(density, n, "density")
     flat = tau.view(n, -1)
@@ -138,7 +146,7 @@ def trim_topk(tau: Tensor, density: float | Sequence[float]) -> Tensor:
     keeps everything); equal magnitudes at the cut go to the lowest flat indices. One
     `kthvalue` per model finds the cut (a loop over models, never over entries).
     """
-    return _trim_(tau.clone().contiguous(), density)
+    return trim_(tau.clone().contiguous(), density)
 
 
 def elect_sign(weighted: Tensor) -> Tensor:
@@ -147,7 +155,7 @@ def elect_sign(weighted: Tensor) -> Tensor:
     return torch.where(total >= 0, torch.ones_like(total), -torch.ones_like(total))
 
 
-def _disjoint_merge_(tau: Tensor, w: Tensor, normalize: bool) -> Tensor:
+def disjoint_merge_(tau: Tensor, w: Tensor, normalize: bool) -> Tensor:
     """TIES sign election + disjoint mean/sum of `tau: [N, *S]` (modified in place) with
     weights `w: [N, 1, ...]`. As in mergekit, agreement is judged on `w_i * tau_i`, so zero
     entries (trimmed or dropped) and zero-weight models never count."""
@@ -174,9 +182,9 @@ def ties(
     """TIES-merging: trim each tau_i to its top-`density` entries (`trim_topk`), elect a sign
     per entry from the summed weighted trimmed mass, keep only entries agreeing with it and
     take their weighted mean (`normalize`) or sum; result `base + lam * delta`, shape `S`."""
-    tau = _trim_(task_vectors(base, tensors), density)
-    w = _weights(weights, len(tensors), tau.dtype, tau.ndim)
-    return base.to(tau.dtype) + lam * _disjoint_merge_(tau, w, normalize)
+    tau = trim_(task_vectors(base, tensors), density)
+    w = weight_column(weights, len(tensors), tau.dtype, tau.ndim)
+    return base.to(tau.dtype) + lam * disjoint_merge_(tau, w, normalize)
 
 
 def dare_mask(
@@ -190,6 +198,23 @@ def dare_mask(
     dens = _per_model(density, n, "density")
     masks = [torch.rand(inner, generator=generator) < d for d in dens]
     return torch.stack(masks) if masks else torch.zeros(tuple(shape), dtype=torch.bool)
+
+
+def dare_drop_(
+    tau: Tensor,
+    density: float | Sequence[float],
+    generator: torch.Generator | None,
+    rescale: bool = True,
+) -> Tensor:
+    """In place on `tau: [N, *S]`: zero each entry of row i with probability `1 - density_i`
+    (the `dare_mask` draws, in order), survivors divided by `density_i` if `rescale`."""
+    dens = _per_model(density, tau.shape[0], "density")
+    for i, d in enumerate(dens):  # same draws, in the same order, as dare_mask
+        keep = torch.rand(tuple(tau.shape[1:]), generator=generator) < d
+        tau[i].masked_fill_(~keep, 0)
+        if rescale:
+            tau[i].div_(d)
+    return tau
 
 
 def dare(
@@ -207,16 +232,9 @@ def dare(
     `1 / density_i` (if `rescale`; keeps `E[tau~_i] = tau_i`), then combine linearly
     (`dare_linear`: `base + lam * sum_i w_i tau~_i`) or with TIES sign election and disjoint
     mean/sum (`dare_ties`, `sign_election=True`). Masks come from `generator` (`dare_mask`)."""
-    tau = task_vectors(base, tensors)
-    n = tau.shape[0]
-    dens = _per_model(density, n, "density")
-    for i, d in enumerate(dens):  # same draws, in the same order, as dare_mask
-        keep = torch.rand(tuple(tau.shape[1:]), generator=generator) < d
-        tau[i].masked_fill_(~keep, 0)
-        if rescale:
-            tau[i].div_(d)
-    w = _weights(weights, n, tau.dtype, tau.ndim)
+    tau = dare_drop_(task_vectors(base, tensors), density, generator, rescale)
+    w = weight_column(weights, tau.shape[0], tau.dtype, tau.ndim)
     delta = (
-        _disjoint_merge_(tau, w, normalize) if sign_election else _weighted_sum_(tau, w, normalize)
+        disjoint_merge_(tau, w, normalize) if sign_election else weighted_sum_(tau, w, normalize)
     )
     return base.to(tau.dtype) + lam * delta

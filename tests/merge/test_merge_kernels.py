@@ -1,12 +1,12 @@
-"""Merge methods against hand-computed results on tiny tensors (float64 for exact numbers)."""
+"""Merge kernels against hand-computed results on tiny tensors (float64 for exact numbers)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from freshrec.merge import methods
-from freshrec.merge.methods import dare, linear, task_arithmetic, ties, trim_topk
+from freshrec.merge import kernels
+from freshrec.merge.kernels import dare, linear, task_arithmetic, ties, trim_topk
 
 F64 = torch.float64
 
@@ -120,7 +120,7 @@ def test_dare_survivors_rescaled_and_dropped_zero() -> None:
     base = t(1, 1, 1, 1, 1, 1, 1, 1)
     tau = t(2, -4, 6, 8, -1, 3, 5, -7)
     out = dare(base, [base + tau], [1], density=0.5, generator=gen(3))
-    keep = methods.dare_mask((1, 8), 0.5, gen(3))[0]
+    keep = kernels.dare_mask((1, 8), 0.5, gen(3))[0]
     # survivors: tau / density = 2 * tau; dropped: 0 (i.e. the base value)
     assert torch.equal(out, base + torch.where(keep, 2 * tau, torch.zeros_like(tau)))
     assert 0 < keep.sum() < 8
@@ -205,7 +205,7 @@ def test_task_vectors_against_replaced_base() -> None:
     # Base replacement: tau_i taken against B (e.g. the pretrain checkpoint) is theta_i - B.
     A, B = t(0, 0, 0), t(1, 2, 3)
     th1, th2 = t(2, 2, 2), t(4, 0, 1)
-    assert torch.equal(methods.task_vectors(B, [th1, th2]), torch.stack([th1 - B, th2 - B]))
+    assert torch.equal(kernels.task_vectors(B, [th1, th2]), torch.stack([th1 - B, th2 - B]))
     # For TA the result moves with the base by (1 - lam * sum(w)) * (B - A).
     w, lam = [0.5, 1.0], 0.8
     diff = task_arithmetic(B, [th1, th2], w, lam) - task_arithmetic(A, [th1, th2], w, lam)
