@@ -23,10 +23,6 @@ RESULTS = ROOT / "results"
 # The built-in recipe each architecture is benchmarked with (what users run): `cpu` trains the
 # causal model, `tiger-cpu` TIGER, on the same split and SIDs.
 RECIPES = {"causal": "cpu", "tiger": "tiger-cpu"}
-# The committed gr/edit/spec results trained `causal` with the `cpu` recipe's earlier model
-# selection (commit 5b27519: 15 epochs, patience 3, 1,000 validation requests); these overrides
-# keep them reproducible until they are re-run with the current recipe (then drop them).
-OVERRIDES = {"causal": ["train.epochs=15", "train.patience=3", "train.valid_requests=1000"]}
 
 
 def repo_path(path: str | Path) -> str:
@@ -40,8 +36,25 @@ def command() -> str:
     return " ".join(["python", *(shlex.quote(a) for a in sys.argv)])
 
 
-def recipe(arch: str = "tiger", seed: int = 0, extra: list[str] | None = None) -> Recipe:
-    overrides = [f"work_dir={WORK}", f"train.seed={seed}", *OVERRIDES.get(arch, []), *(extra or [])]
+CUTS = {"80/10/10": (0.8, 0.1), "70/15/15": (0.7, 0.15), "60/20/20": (0.6, 0.2)}
+"""Time cuts of the benchmarks: (train, validation) shares of the time span."""
+
+
+def cut_overrides(cut: str) -> list[str]:
+    """Recipe overrides of a time cut; cuts other than the default get their own work folder."""
+    if cut not in CUTS:
+        raise SystemExit(f"unknown cut {cut!r}; known: {', '.join(CUTS)}")
+    train, valid = CUTS[cut]
+    if cut == "80/10/10":
+        return []
+    name = f"ml-latest-small-{round(train * 100)}"
+    return [f"data.train_frac={train}", f"data.valid_frac={valid}", f"data.name={name}"]
+
+
+def recipe(
+    arch: str = "tiger", seed: int = 0, extra: list[str] | None = None, cut: str = "80/10/10"
+) -> Recipe:
+    overrides = [f"work_dir={WORK}", f"train.seed={seed}", *cut_overrides(cut), *(extra or [])]
     return load_recipe(RECIPES[arch], overrides)
 
 

@@ -10,12 +10,13 @@ Writes benchmarks/results/gr.{md,json} and gr_cold_collapse.png, gr_position_acc
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import numpy as np
 import torch
 
-from common import RECIPES, RESULTS, command, recipe, setup, trained
+from common import RECIPES, RESULTS, WORK, command, recipe, setup, trained
 from freshrec import pipeline
 from freshrec.atomic import write_json, write_text
 from freshrec.evaluate.baselines import (
@@ -64,6 +65,93 @@ def decode_speed(model, split, table, n_users: int, beam: int, repeats: int = 3)
     }
 
 
+def cut_row(cut: str, arch: str, seed: int, requests: int, retrain: bool) -> dict:
+    """Test warm R@20 / N@10 of one (cut, method, seed) -- GR ("causal", the `cpu` recipe),
+    "tiger" (`tiger-cpu`) or "sasrec" -- cached under benchmarks/.work/gr_cuts/."""
+    cache = WORK / "gr_cuts" / f"{cut.replace('/', '-')}_{arch}_s{seed}.json"
+    if cache.exists() and not retrain:
+        return json.loads(cache.read_text())
+    r = recipe(
+        "causal" if arch == "sasrec" else arch, seed, [f"eval.max_requests={requests}"], cut=cut
+    )
+    split, _, tok, table = setup(r)
+    row: dict = {"cut": cut, "arch": arch, "seed": seed}
+    if arch == "sasrec":
+        t0 = time.perf_counter()
+        ranker = SASRecRanker(SASRecConfig(seed=seed)).fit(split)
+        row["train_seconds"] = time.perf_counter() - t0
+    else:
+        model, log = trained(r, split, tok, table, retrain)
+        ranker = pipeline.gr_ranker(r, model, table, split, catalog="warm")
+        row["sec_per_epoch"] = float(np.median([h["seconds"] for h in log["history"]]))
+        row["best_epoch"] = log["best_epoch"]
+    m = evaluate_ranker(ranker, split, "test", top_k=50, max_requests=requests, seed=0).metrics
+    row.update(
+        warm_recall20=m.warm.recall[20],
+        warm_ndcg10=m.warm.ndcg[10],
+        n_warm=m.warm.n,
+        train_frac=r.data.train_frac,
+    )
+    write_json(cache, row)
+    return row
+
+
+def cuts_section(args: argparse.Namespace) -> dict:
+    """Per time cut: medians over seeds of GR, SASRec (3 seeds) and TIGER (--tiger-seeds)."""
+    out = {}
+    seeds = [int(s) for s in args.seeds.split(",")]
+    tiger_seeds = [int(s) for s in args.tiger_seeds.split(",") if s]
+    for cut in args.cuts.split(","):
+        rows = [
+            cut_row(cut, a, s, args.requests, args.retrain)
+            for a in ("causal", "sasrec")
+            for s in seeds
+        ]
+        rows += [cut_row(cut, "tiger", s, args.requests, args.retrain) for s in tiger_seeds]
+
+        def med(arch: str, key: str, rows: list[dict] = rows) -> float | None:
+            vals = [r[key] for r in rows if r["arch"] == arch and r.get(key) is not None]
+            return float(np.median(vals)) if vals else None
+
+        out[cut] = {
+            "gr_warm_recall20": med("causal", "warm_recall20"),
+            "gr_warm_ndcg10": med("causal", "warm_ndcg10"),
+            "sasrec_warm_recall20": med("sasrec", "warm_recall20"),
+            "sasrec_warm_ndcg10": med("sasrec", "warm_ndcg10"),
+            "tiger_warm_recall20": med("tiger", "warm_recall20"),
+            "tiger_warm_ndcg10": med("tiger", "warm_ndcg10"),
+            "sec_per_epoch": med("causal", "sec_per_epoch"),
+            "tiger_sec_per_epoch": med("tiger", "sec_per_epoch"),
+            "seeds": seeds,
+            "tiger_seeds": tiger_seeds,
+            "runs": rows,
+        }
+        print(cut, {k: v for k, v in out[cut].items() if k != "runs"}, flush=True)
+    return out
+
+
+def cuts_lines(cuts: dict) -> list[str]:
+    lines = [
+        "## Time cuts (test warm quality, medians over seeds)",
+        "",
+        "| cut | GR warm R@20 | SASRec warm R@20 | GR warm N@10 | SASRec warm N@10 | "
+        "TIGER warm R@20 | GR s/epoch | GR >= SASRec (R@20, N@10) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for cut, c in cuts.items():
+        ok = (
+            c["gr_warm_recall20"] >= c["sasrec_warm_recall20"],
+            c["gr_warm_ndcg10"] >= c["sasrec_warm_ndcg10"],
+        )
+        tiger = "-" if c["tiger_warm_recall20"] is None else f"{c['tiger_warm_recall20']:.4f}"
+        lines.append(
+            f"| {cut} | {c['gr_warm_recall20']:.4f} | {c['sasrec_warm_recall20']:.4f} | "
+            f"{c['gr_warm_ndcg10']:.4f} | {c['sasrec_warm_ndcg10']:.4f} | {tiger} | "
+            f"{c['sec_per_epoch']:.1f} | {'yes' if ok[0] else 'no'}, {'yes' if ok[1] else 'no'} |"
+        )
+    return lines
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seeds", default="0,1,2")
@@ -71,7 +159,15 @@ def main() -> None:
     ap.add_argument("--decode-users", type=int, default=256)
     ap.add_argument("--retrain", action="store_true", help="train even if a run exists")
     ap.add_argument("--archs", default="tiger,causal")
+    ap.add_argument("--cuts", default="80/10/10,70/15/15,60/20/20")
+    ap.add_argument("--tiger-seeds", default="0", help="TIGER seeds of the cuts section")
+    ap.add_argument(
+        "--only-cuts", action="store_true", help="compute (and cache) the cuts section only"
+    )
     args = ap.parse_args()
+    if args.only_cuts:
+        cuts_section(args)
+        return
     seeds = [int(s) for s in args.seeds.split(",")]
     archs = args.archs.split(",")
     base = recipe("tiger", 0, [f"eval.max_requests={args.requests}"])
@@ -114,6 +210,7 @@ def main() -> None:
         res.extra["seed"] = seed
         results.append(res)
 
+    cuts = cuts_section(args)
     decode = [
         decode_speed(models[(archs[0], seeds[0])], split, table, args.decode_users, b)
         for b in (20, 50)
@@ -160,6 +257,7 @@ def main() -> None:
             "meta": meta,
             "training": train_rows,
             "decoding": decode,
+            "cuts": cuts,
             "results": [r.to_dict() for r in results],
         },
     )
@@ -212,6 +310,7 @@ def main() -> None:
             f"| {d['beam']} | {d['beam_users_per_s']:.1f} | {d['generate_users_per_s']:.1f} | "
             f"{d['speedup']:.1f}x | {d['top10_identical_share']:.1%} | {d['invalid_items']} |"
         )
+    lines += ["", *cuts_lines(cuts)]
     lines += ["", "Plots: `gr_cold_collapse.png`, `gr_position_accuracy.png`.", ""]
     write_text(RESULTS / "gr.md", "\n".join(lines))
     print("\n".join(lines))

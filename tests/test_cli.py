@@ -25,6 +25,7 @@ TINY = [
     "eval.max_requests=200",
     "eval.beam_size=20",
     "eval.baselines=[popularity,textknn]",
+    "fresh.valid_requests=600",
 ]
 
 
@@ -66,18 +67,29 @@ def test_pipeline_end_to_end(work: Path):
     best = work / "ml-latest-small" / "checkpoints" / "causal-s0" / "best"
     assert (best / "model.safetensors").exists()
 
+    fresh = json.loads((best / "fresh.json").read_text())  # calibrated after training
+    assert fresh["fitted"]["part"] == "valid"
+    assert fresh["fitted"]["n_requests"] == 600
+    assert "fresh ranker calibrated on 600 validation requests" in res.output
+
+    res = invoke("calibrate", str(best), work=work, extra=["fresh.budget=0.05"])
+    assert res.exit_code == 0, res.output
+    assert json.loads((best / "fresh.json").read_text())["fitted"]["budget"] == 0.05
+
     res = invoke("evaluate", str(best), work=work)
     assert res.exit_code == 0, res.output
     out = work / "ml-latest-small" / "reports" / "evaluate"
     results = json.loads((out / "results.json").read_text())
-    methods = {r["method"] for r in results["results"]}
-    assert {"CAUSAL", "CAUSAL_C", "most-popular", "text-sim"} <= methods
+    by = {r["method"]: r for r in results["results"]}
+    assert {"CAUSAL", "CAUSAL_C", "FRESH", "most-popular", "text-sim"} <= set(by)
+    # the fused ranker recommends new items where the plain GR model does not
+    assert by["FRESH"]["metrics"]["exposure@20"] > by["CAUSAL"]["metrics"]["exposure@20"]
     assert (out / "cold_collapse.png").stat().st_size > 0
     assert (out / "position_accuracy.png").stat().st_size > 0
 
     res = invoke("recommend", "--user", "1", "--checkpoint", str(best), "--top-k", "5", work=work)
     assert res.exit_code == 0, res.output
-    assert res.output.count("log-p") == 5
+    assert res.output.count("score") == 5
 
 
 def test_unknown_user_is_a_clear_error(work: Path):

@@ -62,7 +62,7 @@ def train(
 
     Data-parallel: `torchrun --nproc-per-node N .venv/bin/freshrec train ...`."""
     from freshrec import pipeline
-    from freshrec.train.distributed import init_from_env
+    from freshrec.train.distributed import init_from_env, is_main_process
 
     init_from_env()
     r = _recipe(recipe, set_)
@@ -73,6 +73,22 @@ def train(
         f"best epoch {out.result.best_epoch} (valid N@10 {out.result.best_valid:.4f}), "
         f"{out.result.sec_per_epoch:.1f} s/epoch -> {out.folder / 'best'}"
     )
+    if r.fresh.calibrate and is_main_process():
+        pipeline.calibrate(r, out.folder / "best")
+
+
+@app.command()
+@friendly
+def calibrate(
+    checkpoint: Annotated[Path, typer.Argument(help="checkpoint folder (or a run folder)")],
+    recipe: RecipeOpt = "cpu",
+    set_: SetOpt = None,
+) -> None:
+    """Fit the fused fresh-item ranker on validation requests into the checkpoint's
+    fresh.json (`--set fresh.budget=0.02`, `--set fresh.valid_requests=null` for all)."""
+    from freshrec import pipeline
+
+    pipeline.calibrate(_recipe(recipe, set_), checkpoint)
 
 
 @app.command()
@@ -84,7 +100,8 @@ def evaluate(
     baselines: Annotated[bool, typer.Option(help="also run the baselines")] = True,
     out: Annotated[str, typer.Option(help="report name under <work>/reports/")] = "evaluate",
 ) -> None:
-    """Evaluate checkpoints (warm catalog and full catalog) and baselines on the test split."""
+    """Evaluate checkpoints (warm catalog, full catalog, the fused fresh-item ranker) and
+    baselines on the test split."""
     from freshrec import pipeline
 
     r = _recipe(recipe, set_)
@@ -105,7 +122,13 @@ def recommend(
         list[str] | None,
         typer.Option(help="edit pack folder or id under <work>/edits/ (repeatable, in order)"),
     ] = None,
-    mode: Annotated[str, typer.Option(help="beam | spec (speculative: draft + verify)")] = "beam",
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="fresh (GR beam + new-item channel) | beam (the GR model alone) | spec "
+            "(speculative: draft + verify)"
+        ),
+    ] = "fresh",
     drafter: Annotated[str, typer.Option(help="spec mode drafter: text | self")] = "text",
     gamma: Annotated[
         float | None, typer.Option(help="spec mode acceptance threshold (mean SID log-prob)")
@@ -132,7 +155,7 @@ def recommend(
     )
     for rank, (item_id, title, score, new) in enumerate(rows, 1):
         tag = " [new]" if new else ""
-        console.print(f"{rank:>3}. {title}{tag}  ({item_id}, log-p {score:.3f})")
+        console.print(f"{rank:>3}. {title}{tag}  ({item_id}, score {score:.3f})")
 
 
 @app.command()

@@ -88,6 +88,24 @@ class EvalConfig(BaseModel):
     ]
 
 
+class FreshConfig(BaseModel):
+    """Calibration of the fused fresh-item ranker (docs/FRESH.md), run after training."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    calibrate: bool = Field(True, description="fit fresh.json into the best checkpoint")
+    budget: float = Field(
+        0.015,
+        ge=0,
+        lt=1,
+        description="largest warm R@20 / N@10 loss vs the plain GR model allowed on validation",
+    )
+    valid_requests: int | None = Field(
+        4000, description="seeded sample of validation requests (None = all)"
+    )
+    seed: int = 0
+
+
 class Recipe(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -96,6 +114,7 @@ class Recipe(BaseModel):
     model: ModelConfig = MODEL_RECIPES["causal_cpu"]()
     train: TrainConfig = TrainConfig()
     eval: EvalConfig = EvalConfig()
+    fresh: FreshConfig = FreshConfig()
     work_dir: str = ".freshrec"
 
     def to_dict(self) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from freshrec.model.base import GenerativeRecommender, build_model
 from freshrec.model.batches import iterate_batches, n_batches, n_targets, training_examples
 from freshrec.model.checkpoint import BEST, load_checkpoint
 from freshrec.recommend.catalog import Catalog
+from freshrec.recommend.fresh import FreshParams, FreshRanker
 from freshrec.recommend.gr import GRRanker
 from freshrec.recommend.session import Session
 from freshrec.semid import (
@@ -214,6 +215,85 @@ def train(
 
 
 # ----------------------------------------------------------------------------------- evaluate
+class _ReusedBeam:
+    """A GR ranker whose last result is reused when asked again for the same histories and
+    top_k (the FRESH row of an evaluation ranks the requests the warm GR row just ranked)."""
+
+    def __init__(self, ranker: GRRanker) -> None:
+        self.ranker = ranker
+        self.history_len = ranker.history_len
+        self._last: tuple[bytes, int, tuple[np.ndarray, np.ndarray]] | None = None
+
+    def rank(self, split: Split, requests: Any, top_k: int = 50) -> np.ndarray:
+        hist = split.histories(requests, self.ranker.model.config.max_history)
+        return self.rank_histories(hist, np.asarray(requests.user), top_k)[0]
+
+    def rank_histories(
+        self,
+        histories: np.ndarray,
+        users: np.ndarray | None = None,
+        top_k: Any = 50,
+        *,
+        exclude_history: bool = True,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        key = np.ascontiguousarray(histories).tobytes() + bytes([exclude_history])
+        k = int(np.max(top_k))
+        if self._last is not None and self._last[0] == key and self._last[1] == k:
+            return self._last[2]
+        out = self.ranker.rank_histories(histories, users, top_k, exclude_history=exclude_history)
+        self._last = (key, k, out)
+        return out
+
+    def __getattr__(self, name: str) -> Any:  # name, catalog, ... of the wrapped ranker
+        return getattr(self.ranker, name)
+
+
+def fresh_ranker(
+    recipe: Recipe,
+    model: GenerativeRecommender,
+    table: SidTable,
+    split: Split,
+    emb: np.ndarray,
+    params: FreshParams | None = None,
+    beam: Any | None = None,
+) -> FreshRanker:
+    """The fused ranker (mode "fresh"): the model's beam over warm items (or `beam`) + the
+    content channel over the new items, with `params` (default: the built-in values)."""
+    beam = beam or gr_ranker(recipe, model, table, split, catalog="warm")
+    return FreshRanker(beam, emb, split.is_new, params or FreshParams(), name="FRESH")
+
+
+def calibrate(
+    recipe: Recipe, checkpoint: str | Path, *, show: bool = True
+) -> tuple[FreshParams, Path]:
+    """Fit the fused ranker on validation requests (`recipe.fresh`) and save it as the
+    checkpoint's fresh.json. Returns (params, path)."""
+    from freshrec.evaluate.fresh_fit import fit_fresh
+    from freshrec.model.checkpoint import resolve_checkpoint
+
+    folder = resolve_checkpoint(checkpoint)
+    split = load_prepared(recipe)
+    tokenizer, table = load_tokenized(recipe)
+    model = load_checkpoint(folder, expect_fingerprint=tokenizer.fingerprint)
+    ranker = fresh_ranker(recipe, model, table, split, item_embeddings(recipe, split))
+    cfg = recipe.fresh
+    params, _, _ = fit_fresh(
+        ranker, split, max_requests=cfg.valid_requests, seed=cfg.seed, budget=cfg.budget
+    )
+    path = params.save(folder)
+    if show:
+        fit = params.fitted or {}
+        gr, fr = fit.get("gr", {}), fit.get("fresh", {})
+        console.print(
+            f"fresh ranker calibrated on {fit.get('n_requests')} validation requests "
+            f"(warm budget {cfg.budget:.1%}): cold R@20 {gr.get('cold_recall20', 0):.4f} -> "
+            f"{fr.get('cold_recall20', 0):.4f}, warm R@20 {gr.get('warm_recall20', 0):.4f} -> "
+            f"{fr.get('warm_recall20', 0):.4f}, warm N@10 {gr.get('warm_ndcg10', 0):.4f} -> "
+            f"{fr.get('warm_ndcg10', 0):.4f} -> {path}"
+        )
+    return params, path
+
+
 def evaluate_models(
     recipe: Recipe,
     split: Split,
@@ -222,13 +302,22 @@ def evaluate_models(
     *,
     part: str = "test",
     full_catalog: bool = True,
+    fresh: Sequence[FreshParams] | None = None,
 ) -> list[EvalResult]:
-    """Each model over the warm catalog and (if `full_catalog`) over the full catalog."""
+    """Each model over the warm catalog and (if `full_catalog`) over the full catalog, and
+    (given `fresh`, one FreshParams per model) the fused fresh-item ranker, which reuses the
+    warm rows' beams."""
     out = []
     ev = recipe.eval
-    for model in models:
-        for catalog in ("warm", "full") if full_catalog else ("warm",):
-            ranker = gr_ranker(recipe, model, table, split, catalog=catalog)
+    for k, model in enumerate(models):
+        warm = _ReusedBeam(gr_ranker(recipe, model, table, split, catalog="warm"))
+        rankers: list[Any] = [warm]
+        if full_catalog:
+            rankers.append(gr_ranker(recipe, model, table, split, catalog="full"))
+        if fresh is not None:
+            emb = item_embeddings(recipe, split)
+            rankers.append(fresh_ranker(recipe, model, table, split, emb, fresh[k], warm))
+        for ranker in rankers:
             out.append(
                 evaluate_ranker(
                     ranker,
@@ -282,14 +371,24 @@ def evaluate(
     report_name: str = "evaluate",
     command: str | None = None,
 ) -> dict[str, Path]:
-    """Evaluate checkpoints (warm and full catalog) + baselines; write the report and plots."""
+    """Evaluate checkpoints (warm and full catalog, and the fused fresh-item ranker with each
+    checkpoint's fresh.json) + baselines; write the report and plots."""
     from freshrec.evaluate.plots import plot_cold_collapse, plot_position_accuracy
     from freshrec.evaluate.report import print_results, run_metadata, write_report
+    from freshrec.model.checkpoint import resolve_checkpoint
 
     split = load_prepared(recipe)
     tokenizer, table = load_tokenized(recipe)
-    models = [load_checkpoint(c, expect_fingerprint=tokenizer.fingerprint) for c in checkpoints]
-    results = evaluate_models(recipe, split, table, models)
+    folders = [resolve_checkpoint(c) for c in checkpoints]
+    models = [load_checkpoint(c, expect_fingerprint=tokenizer.fingerprint) for c in folders]
+    fresh = [FreshParams.load_or_default(c) for c in folders]
+    for c, p in zip(folders, fresh, strict=True):
+        if p.fitted is None:
+            console.print(
+                f"[yellow]{c} has no fresh.json: FRESH uses the built-in defaults "
+                "(run `freshrec calibrate`)[/yellow]"
+            )
+    results = evaluate_models(recipe, split, table, models, fresh=fresh)
     if baselines:
         results += run_baselines(recipe, split, item_embeddings(recipe, split))
     out = workspace(recipe).reports(report_name)
@@ -306,9 +405,6 @@ def evaluate(
     positions = plot_position_accuracy(
         [r for r in results if r.metrics.pos_acc], out / "position_accuracy.png"
     )
-    from rich.console import Console
-
-    console = Console()
     # R/N@10 and @20 need ~130 columns; a narrow terminal or a log file (80) gets @20 only
     ks = (10, 20) if console.width >= 132 else (20,)
     print_results(results, title="test split: overall / warm / cold", ks=ks, console=console)
@@ -334,15 +430,15 @@ def recommend_user(
     top_k: int = 10,
     catalog: str = "full",
     *,
-    mode: str = "beam",
+    mode: str = "fresh",
     edit_packs: Sequence[str | Path] = (),
     **options: Any,
 ) -> list[tuple[str, str, float, bool]]:
     """Top-k (item id, title, score, is_new) for a dataset user from their whole sequence
     (`freshrec recommend`), through `Session`: `checkpoint` (or a run folder's best/) with
     `edit_packs` (folders or pack ids under `<work>/edits/`) applied in order, over `catalog`
-    (warm | full | new), by `mode` (beam | spec, with the mode's `options`). Score: beam =
-    summed SID log-prob, spec = mean SID log-prob."""
+    (warm | full | new), by `mode` (fresh | beam | spec, with the mode's `options`). Score:
+    fresh = the mixture log-score, beam = summed SID log-prob, spec = mean SID log-prob."""
     with Session.open(recipe, checkpoint, edit_packs) as session:
         recs = session.recommend_user(user_id, top_k, mode, scope=catalog, **options)
         assert session.split is not None
@@ -350,7 +446,8 @@ def recommend_user(
 
 
 def demo(recipe: Recipe) -> dict[str, Path]:
-    """The README's main job: prepare -> tokenize -> train -> evaluate."""
+    """The README's main job: prepare -> tokenize -> train (+ calibrate the fused ranker on
+    validation) -> evaluate."""
     t0 = time.perf_counter()
     console.rule("1/4 prepare")
     split = prepare(recipe)
@@ -359,6 +456,8 @@ def demo(recipe: Recipe) -> dict[str, Path]:
     tokenizer, table, _ = tokenize(recipe, split, emb)
     console.rule(f"3/4 train {recipe.model.arch}")
     trained = train(recipe, split, tokenizer, table)
+    if recipe.fresh.calibrate:
+        calibrate(recipe, trained.folder / BEST)
     console.rule("4/4 evaluate")
     paths = evaluate(recipe, [trained.folder / BEST], command="freshrec demo")
     console.print(

@@ -170,7 +170,7 @@ def test_split_overrides() -> None:
 
 
 def recommend_with_edits(r, ckpt, user, top_k=10, packs=()):
-    return pipeline.recommend_user(r, ckpt, user, top_k, edit_packs=packs)
+    return pipeline.recommend_user(r, ckpt, user, top_k, mode="beam", edit_packs=packs)
 
 
 def test_recommend_with_edits(app, cli_work, ml_split, ml_sids) -> None:

@@ -148,8 +148,8 @@ def test_registered_editor_runs_through_the_cli(
     assert pack.manifest["items"]["id"] == ids
     recipe = load_recipe("cpu", [f"work_dir={folder}"])
     user = ml_split.dataset.user_ids[0]
-    plain = recommend_user(recipe, ckpt, user, 5)
-    edited = recommend_user(recipe, ckpt, user, 5, edit_packs=[out])
+    plain = recommend_user(recipe, ckpt, user, 5, mode="beam")
+    edited = recommend_user(recipe, ckpt, user, 5, mode="beam", edit_packs=[out])
     assert [s for *_, s, _ in plain] != [s for *_, s, _ in edited]  # the deltas act
 
 

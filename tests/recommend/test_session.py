@@ -1,7 +1,7 @@
 """`Session`, the one recommend path, on a workspace made of the shared real MovieLens fixtures
-and a tiny tiger checkpoint: the same top-K as `beam_search` / `SpecRanker` called directly
-(warm and full catalogs, with an edit pack, spec mode), the service's wider-beam retry, per-row
-top_k, catalog swaps, and clear errors."""
+and a tiny tiger checkpoint: the same top-K as `beam_search` / `SpecRanker` / `FreshRanker`
+called directly (warm and full catalogs, with an edit pack, spec and fresh modes), the
+service's wider-beam retry, per-row top_k, catalog swaps, and clear errors."""
 
 from __future__ import annotations
 
@@ -66,7 +66,7 @@ def reference(model, table, hist, users, mask=None, beam=BEAM, k=K):
 def test_beam_equals_beam_search(scope, ws, ml_split, ml_sids):
     _, table = ml_sids
     with Session.open(ws["recipe"], ws["ckpt"]) as session:
-        recs = session.recommend(ws["hist"], K, users=ws["users"], scope=scope)
+        recs = session.recommend(ws["hist"], K, "beam", users=ws["users"], scope=scope)
         assert session.tokenizer_fingerprint == ml_sids[0].fingerprint
     model = load_checkpoint(ws["ckpt"])
     mask = ~ml_split.is_new if scope == "warm" else None
@@ -80,7 +80,7 @@ def test_beam_equals_beam_search(scope, ws, ml_split, ml_sids):
         assert not recs.is_new.any()
     # the CLI's path (pipeline.recommend_user) is this session's first row
     user = ml_split.dataset.user_ids[ws["users"][0]]
-    rows = pipeline.recommend_user(ws["recipe"], ws["work"] / "run", user, K, scope)
+    rows = pipeline.recommend_user(ws["recipe"], ws["work"] / "run", user, K, scope, mode="beam")
     index = ml_split.dataset.items.index_of()
     assert [index[r[0]] for r in rows] == [i for i in recs.items[0].tolist() if i >= 0]
 
@@ -117,7 +117,7 @@ def test_beam_with_edit_pack_equals_edited_beam_search(ws, ml_sids, tmp_path):
     with Session.open(ws["recipe"], ws["ckpt"], [folder]) as session:
         assert session.edit_stack is not None
         assert len(session.edit_stack) == 1
-        recs = session.recommend(ws["hist"], K, users=ws["users"])
+        recs = session.recommend(ws["hist"], K, "beam", users=ws["users"])
     base, _ = reference(model, table, ws["hist"], ws["users"])
     with EditStack(model, ws["ckpt"]) as stack:
         stack.push(EditPack.load(folder))
@@ -151,8 +151,9 @@ def test_retry_widens_the_beam_for_short_rows(ws, ml_split, ml_sids):
     model = load_checkpoint(ws["ckpt"])
     catalog = Catalog.from_split(ml_split, table, tok.vocab)
     hist, users = ws["hist"], ws["users"]
-    plain = Session(model, catalog, beam_size=1).recommend(hist, 5, users=users)
-    wide = Session(model, catalog, beam_size=1, retries=3).recommend(hist, 5, users=users)
+    plain = Session(model, catalog, beam_size=1).recommend(hist, 5, "beam", users=users)
+    wide = Session(model, catalog, beam_size=1, retries=3)
+    wide = wide.recommend(hist, 5, "beam", users=users)
     assert ((plain.items >= 0).sum(1) < 5).any()
     assert ((wide.items >= 0).sum(1) == 5).all()
     # rows still short are searched again with beams 4, 16, 64 (the service's rule)
@@ -170,11 +171,11 @@ def test_per_row_top_k_scopes_and_catalog_swap(ws, ml_split, ml_sids):
     catalog = Catalog.from_split(ml_split, table, tok.vocab)
     session = Session(model, catalog, beam_size=BEAM)
     hist = ws["hist"][:3]
-    recs = session.recommend(hist, [2, 5, 3])
+    recs = session.recommend(hist, [2, 5, 3], "beam")
     assert recs.items.shape == (3, 5)
     assert ((recs.items >= 0).sum(1) == [2, 5, 3]).all()
     assert np.isneginf(recs.scores[0, 2:]).all()
-    new = session.recommend(hist, 5, scope="new")
+    new = session.recommend(hist, 5, "beam", scope="new")
     assert recs.is_new.dtype == bool
     assert new.is_new[new.items >= 0].all()
     # a catalog where only 20 new items are recommendable: "new" returns only those
@@ -182,7 +183,7 @@ def test_per_row_top_k_scopes_and_catalog_swap(ws, ml_split, ml_sids):
     rec = catalog.recommendable & ~catalog.is_new
     rec[live] = True
     session.set_catalog(Catalog(catalog.sids, tok.vocab, rec, catalog.is_new))
-    got = session.recommend(hist, 5, scope="new").items
+    got = session.recommend(hist, 5, "beam", scope="new").items
     assert set(got[got >= 0].tolist()) <= set(live.tolist())
     # grow: more items with SIDs (usable in histories), the same recommendable ones and tries
     grown = session.catalog.grow(
@@ -215,3 +216,27 @@ def test_clear_errors(ws, ml_split, ml_sids):
     split = make_split([[1, 2, 3], []], [3, 0], N_ITEMS)
     with pytest.raises(ConfigError, match="empty history"):
         user_history(split, "u1", 5)
+
+
+def test_fresh_is_the_default_and_equals_the_fused_ranker(ws, ml_split, ml_sids, ml_emb):
+    from freshrec.recommend.fresh import FreshParams, FreshRanker
+    from freshrec.recommend.gr import GRRanker
+
+    _, table = ml_sids
+    with Session.open(ws["recipe"], ws["ckpt"]) as session:
+        recs = session.recommend(ws["hist"], 20, users=ws["users"])  # default mode: fresh
+        catalog = Catalog.from_split(ml_split, table, session.model.vocab)
+        beam = GRRanker(session.model, catalog, scope="warm", beam_size=BEAM)
+        ref = FreshRanker(beam, ml_emb, ml_split.is_new, FreshParams())
+        items, _ = ref.rank_histories(ws["hist"], ws["users"], 20)
+        assert (recs.items == items).all()
+        assert recs.is_new.any()  # new items reach the list...
+        assert (~recs.is_new[recs.items >= 0]).any()  # ...next to warm ones
+        for row, hist in zip(recs.items, ws["hist"], strict=True):
+            got = row[row >= 0]
+            assert len(set(got)) == len(got)
+            assert not set(got) & set(hist[hist >= 0])
+        only_new = session.recommend(ws["hist"], 5, scope="new", users=ws["users"])
+        assert only_new.is_new[only_new.items >= 0].all()
+        warm = session.recommend(ws["hist"], 5, scope="warm", users=ws["users"])
+        assert not warm.is_new.any()

@@ -1,5 +1,6 @@
-"""The HTTP API against a real server process: recommendations before/after adding items,
-every documented error, auth, concurrency during an edit, rollback and metrics."""
+"""The HTTP API against a real server process (mode "beam": items are recommended once their
+edit is applied): recommendations before/after adding items, every documented error, auth,
+concurrency during an edit, rollback and metrics."""
 
 from __future__ import annotations
 
@@ -21,7 +22,11 @@ N_NEW = 27  # dataset new items added through the API
 @pytest.fixture(scope="module")
 def server(serve_base, tmp_path_factory):
     folder = tmp_path_factory.mktemp("serve-api")
-    srv = Server(serve_base.config(folder / "state", max_items_per_post=50), folder).start()
+    # mode "beam": added items are recommended once edited in (what these tests check);
+    # test_serve_fresh.py covers the default mode "fresh"
+    srv = Server(
+        serve_base.config(folder / "state", max_items_per_post=50, mode="beam"), folder
+    ).start()
     yield srv
     srv.stop()
 

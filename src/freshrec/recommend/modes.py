@@ -134,3 +134,47 @@ def spec_mode(
         is_new=catalog.is_new,
     )
     return SpecMode(ranker, session.history_len)
+
+
+class NewOnlyMode:
+    """The fused ranker's new-item channel alone (scope "new")."""
+
+    def __init__(self, fresh: Any) -> None:
+        self.fresh = fresh
+
+    def rank_histories(
+        self,
+        histories: np.ndarray,
+        users: np.ndarray | None,
+        top_k: np.ndarray,
+        *,
+        exclude_history: bool,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        return self.fresh.rank_new(histories, users, top_k, exclude_history=exclude_history)
+
+
+@register_mode("fresh")
+def fresh_mode(
+    session: Session, catalog: Catalog, scope: Scope, *, beam_size: int | None = None
+) -> ModeRanker:
+    """Warm and new items in one list (docs/FRESH.md): the GR beam (over warm items, or over
+    every item when edit packs are applied) fused with the content-based new-item channel under
+    the freshness gate, with the session's calibration (`session.fresh`, the checkpoint's
+    fresh.json). Scope "new": the new-item channel alone. Options: beam_size."""
+    from freshrec.recommend.fresh import FreshRanker
+
+    edited = session.edit_stack is not None and len(session.edit_stack) > 0
+    beam = GRRanker(
+        session.model,
+        catalog,
+        scope="full" if edited else "warm",
+        beam_size=beam_size or session.beam_size,
+        batch_size=session.batch_size,
+        retries=session.retries,
+    )
+    emb = catalog.embeddings if catalog.embeddings is not None else session.embeddings
+    recommendable = catalog.recommendable if scope == "new" else catalog.mask(scope)
+    fresh = FreshRanker(
+        beam, emb, catalog.is_new, session.fresh, recommendable=recommendable, name="FRESH"
+    )
+    return NewOnlyMode(fresh) if scope == "new" else fresh

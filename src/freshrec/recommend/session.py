@@ -5,7 +5,7 @@ CLI's recommend modes, evaluation, benchmarks, the service).
 ```python
 session = Session.open(recipe, checkpoint, edit_packs=["<pack id>"])
 user, hist = session.user_history("1")               # int64[1, max_history]
-recs = session.recommend(hist, top_k=10, mode="beam", users=[user])
+recs = session.recommend(hist, top_k=10, users=[user])     # mode "fresh": warm + new items
 recs.items, recs.scores, recs.is_new                 # [1, 10] each
 ```
 
@@ -29,6 +29,7 @@ from freshrec.model.base import GenerativeRecommender
 from freshrec.model.checkpoint import load_checkpoint, resolve_checkpoint
 from freshrec.model.edit_packs import EditPack, EditStack, pack_folder
 from freshrec.recommend.catalog import SCOPES, Catalog, Scope
+from freshrec.recommend.fresh.params import FreshParams
 from freshrec.recommend.modes import MODES, ModeRanker
 from freshrec.workspace import Workspace
 
@@ -36,9 +37,14 @@ if TYPE_CHECKING:
     from freshrec.config import Recipe
 
 
+DEFAULT_MODE = "fresh"
+"""What `recommend` uses unless told otherwise: warm and new items fused."""
+
+
 class Recommendations(NamedTuple):
     """items int64[n, K] (-1 = empty slot), scores float32[n, K] (higher = better; the mode's
-    score: beam = summed SID log-prob, spec = mean SID log-prob; -inf on empty slots), is_new
+    score: beam = summed SID log-prob, spec = mean SID log-prob, fresh = the mixture log-score;
+    -inf on empty slots), is_new
     bool[n, K] (False on empty slots)."""
 
     items: np.ndarray
@@ -70,6 +76,7 @@ class Session:
     split: the prepared data (users, `user_history`), if any. embeddings: item text
     embeddings float32[n_items, d], or a function loading them on first use (text drafters).
     tokenizer_fingerprint: the SID tokenizer the model and catalog belong to, if known.
+    fresh: the fused ranker's calibration (mode "fresh"; default: the built-in values).
     """
 
     def __init__(
@@ -85,6 +92,7 @@ class Session:
         embeddings: np.ndarray | Callable[[], np.ndarray] | None = None,
         workspace: Workspace | None = None,
         tokenizer_fingerprint: str | None = None,
+        fresh: FreshParams | None = None,
     ) -> None:
         if catalog.vocab != model.vocab:
             raise ConfigError(f"catalog vocab {catalog.vocab} does not match the model's")
@@ -94,6 +102,7 @@ class Session:
         self.beam_size, self.batch_size, self.retries = beam_size, batch_size, retries
         self.workspace = workspace
         self.tokenizer_fingerprint = tokenizer_fingerprint
+        self.fresh = fresh or FreshParams()
         self._embeddings = embeddings
         self._rankers: dict[tuple[Any, ...], tuple[Catalog, ModeRanker]] = {}
         self._catalog = catalog
@@ -133,6 +142,7 @@ class Session:
             embeddings=lambda: ws.item_embeddings(split.dataset.items.texts),
             workspace=ws,
             tokenizer_fingerprint=tokenizer.fingerprint,
+            fresh=FreshParams.load_or_default(folder),
         )
 
     # ------------------------------------------------------------------ state
@@ -203,7 +213,7 @@ class Session:
         self,
         histories: np.ndarray,
         top_k: int | Sequence[int] | np.ndarray = 10,
-        mode: str = "beam",
+        mode: str = DEFAULT_MODE,
         *,
         users: Sequence[int] | np.ndarray | None = None,
         scope: Scope = "full",
@@ -252,7 +262,7 @@ class Session:
         return user_history(self.split, user_id, self.history_len)
 
     def recommend_user(
-        self, user_id: str, top_k: int = 10, mode: str = "beam", **kw: Any
+        self, user_id: str, top_k: int = 10, mode: str = DEFAULT_MODE, **kw: Any
     ) -> Recommendations:
         """`recommend` for one dataset user from their whole sequence."""
         u, hist = self.user_history(user_id)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -61,6 +61,12 @@ class ServeConfig(BaseModel):
         2.0, ge=0, le=1000, description="how long the first request waits for company"
     )
     beam_size: int = Field(20, ge=1, le=1000)
+    mode: Literal["fresh", "beam"] = Field(
+        "fresh",
+        description="fresh: GR beam + new-item channel, an added item is recommendable as soon "
+        "as it has an embedding and a SID (its edit refines it later); beam: the GR model "
+        "alone, an added item is recommendable once its edit is applied",
+    )
     max_top_k: int = Field(100, ge=1, le=1000)
     max_history_items: int = Field(1000, ge=1, description="longest history a request may send")
     request_timeout_s: float = Field(30.0, gt=0)

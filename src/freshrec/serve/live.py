@@ -3,7 +3,8 @@ through the API (mirroring the catalog database), and the recommend `Catalog` bu
 
 Model-side indices: an added id that the prepared dataset knows as a *new* item keeps that
 dataset index; any other id gets the next index past the table's items. Histories may mention
-any item with a SID (warm or added, whatever its status); recommendable = warm + live items.
+any item with a SID (warm or added, whatever its status); recommendable = warm + the added
+items whose status is shown (`LiveCatalog.shown`).
 Callers hold the service's state lock around changes.
 """
 
@@ -48,9 +49,18 @@ class ItemState:
 
 class LiveCatalog:
     """table: SidTable of every item with a SID (dataset new items -1 until added); emb:
-    float32[n_items, 384]; ids / titles per index; added: item id -> ItemState."""
+    float32[n_items, 384]; ids / titles per index; added: item id -> ItemState; shown: the
+    statuses of added items that are recommended (mode "beam": live, i.e. edited in; mode
+    "fresh": every status but rolled back, from the acknowledgement on)."""
 
-    def __init__(self, split: Split, table: SidTable, emb: np.ndarray, vocab: SidVocab) -> None:
+    def __init__(
+        self,
+        split: Split,
+        table: SidTable,
+        emb: np.ndarray,
+        vocab: SidVocab,
+        shown: Collection[str] = (LIVE,),
+    ) -> None:
         ds = split.dataset
         self.n_split = ds.n_items
         if emb.shape != (self.n_split, EMBED_DIM):
@@ -66,6 +76,7 @@ class LiveCatalog:
         self.titles: list[str] = list(ds.items.titles)
         self.lookup = {i: k for i, k in self.dataset_index.items() if self.is_warm[k]}
         self.added: dict[str, ItemState] = {}
+        self.shown = tuple(shown)
 
     @property
     def n_warm(self) -> int:
@@ -139,11 +150,11 @@ class LiveCatalog:
         indices, its full and new-only tries built now (unless not `build_tries`)."""
         live = np.zeros(self.table.n_items, dtype=bool)
         for s in self.added.values():
-            if s.status == LIVE:
+            if s.status in self.shown:
                 live[s.idx] = True
         live[list(extra_live)] = True
         live[: self.n_split] |= self.is_warm
-        cat = Catalog(self.table.sids, self.vocab, live, self.is_new())
+        cat = Catalog(self.table.sids, self.vocab, live, self.is_new(), self.emb)
         if build_tries:
             cat.trie("full"), cat.trie("new")
         return cat
@@ -173,6 +184,7 @@ class LiveCatalog:
                 "live_at": iso_time(s.live_at),
                 "created_at": iso_time(s.created_at),
                 "new": True,
+                "recommendable": s.status in self.shown,
                 "error": s.error,
             }
         k = self.lookup.get(item_id)
@@ -187,6 +199,7 @@ class LiveCatalog:
             "live_at": None,
             "created_at": None,
             "new": False,
+            "recommendable": True,
             "error": None,
         }
 

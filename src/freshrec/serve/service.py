@@ -9,8 +9,11 @@
 
 Adding items (`add_items`): validate everything -> embed the texts (MiniLM, the loaders' text
 format) -> assign SIDs -> insert the rows as `pending` in one transaction -> acknowledge; the
-edit worker makes them live. Recommendations go through `recommend.Session` (beam mode, the
-wider-beam retry on) over the live `Catalog`, which the worker swaps together with the packs.
+edit worker makes them live. Recommendations go through `recommend.Session` in the configured
+mode over the live `Catalog`, which the worker swaps together with the packs: mode "fresh"
+(default) fuses the GR beam with the content channel, so an item is recommended from its
+acknowledgement on and its edit refines it; mode "beam" (the wider-beam retry on) recommends
+an added item once its edit is live.
 
 Concurrency: recommendations run in one micro-batcher thread that owns the serving model
 (`model.decode_context` is per model, so one forward at a time); edits run in one worker
@@ -40,9 +43,10 @@ from freshrec.errors import ConfigError, FreshrecError
 from freshrec.model.checkpoint import load_checkpoint
 from freshrec.model.edit_packs import EditStack
 from freshrec.recommend import Session
+from freshrec.recommend.fresh import FreshParams
 from freshrec.semid import assign_new_items, load_sid_table, load_tokenizer
 from freshrec.serve.batching import MicroBatcher
-from freshrec.serve.catalog import PENDING, CatalogStore, ItemRow
+from freshrec.serve.catalog import FAILED, LIVE, PENDING, CatalogStore, ItemRow
 from freshrec.serve.config import ServeConfig
 from freshrec.serve.edit_worker import EditWorker
 from freshrec.serve.inputs import (
@@ -125,7 +129,8 @@ class Service:
         self.serve_stack = EditStack(self.model, self.checkpoint)
         self.edit_stack = EditStack(self.edit_model, self.checkpoint)
         emb = embed_texts(ds.items.texts, cache_dir=ws.embeddings, progress=False)
-        self.live = LiveCatalog(self.split, full_table, emb, self.vocab)
+        shown = (LIVE, PENDING, FAILED) if self.config.mode == "fresh" else (LIVE,)
+        self.live = LiveCatalog(self.split, full_table, emb, self.vocab, shown)
         self.text_label = category_label(self.recipe.data.kind)
         self._users = (
             {u: i for i, u in enumerate(ds.user_ids)} if self.vocab.user_buckets > 0 else {}
@@ -138,6 +143,7 @@ class Service:
             batch_size=self.config.max_batch,
             retries=RETRIES,
             tokenizer_fingerprint=fingerprint,
+            fresh=FreshParams.load_or_default(self.checkpoint),
         )
 
     # ================================================================== lifecycle
@@ -231,6 +237,7 @@ class Service:
                 recs = self.session.recommend(
                     hist,
                     ks,
+                    self.config.mode,
                     users=[q.user for q in qs],
                     scope="new" if only_new else "full",
                     exclude_history=exclude_seen,
@@ -289,9 +296,13 @@ class Service:
                 self.store.add_items(rows)
             except sa.exc.IntegrityError:
                 raise ServeError(409, "an item id is already in the catalog") from None
-            # durable: now make it visible in memory (pending items may appear in histories)
+            # durable: now make it visible in memory (pending items may appear in histories;
+            # in mode "fresh" they are recommended from now on)
             self.live.add(rows, table, emb)
-            self.session.set_catalog(self.live.grown(self.session.catalog))
+            if self.config.mode == "fresh":
+                self.session.set_catalog(self.live.catalog())
+            else:
+                self.session.set_catalog(self.live.grown(self.session.catalog))
             self.update_gauges()
         self.metrics.inc("freshrec_items_added_total", len(rows))
         self.worker.enqueue([r.item_id for r in rows], now)

@@ -28,3 +28,8 @@ def init_from_env() -> tuple[int, int]:
 def shutdown() -> None:
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def is_main_process() -> bool:
+    """True outside torchrun and on rank 0 (the process that writes shared outputs)."""
+    return not (dist.is_available() and dist.is_initialized()) or dist.get_rank() == 0
