@@ -2,7 +2,7 @@
 the catalog, on synthetic catalogs of 10k, 100k and 1M items.
 
     python benchmarks/scale_bench.py [--sizes 10000,100000,1000000] [--requests 256]
-                                     [--repeats 5] [--seed 0] [--threads 1]
+                                     [--repeats 7] [--seed 0] [--threads 1]
 
 Catalog: seeded random unit 384-d embeddings. The real residual k-means tokenizer (default
 `SemIdConfig`: PCA-whitened to 64 dims, 3 levels x 64 codes, collision digit < 64) is fit on
@@ -119,9 +119,8 @@ def assign_section(tok, warm: SidTable, emb: np.ndarray, repeats: int) -> dict[s
         # the collision-digit step alone: key lookup vs the lexsort grouping reference
         codes = tok.encode(emb[new])
         assigned = base.assigned_mask
-        ref_s = timed(lambda b=base, c=codes, a=assigned: _next_digits_by_groups(b.sids[a], c), 1)[
-            0
-        ]
+        old = base.sids[assigned]
+        ref_s = timed(lambda o=old, c=codes: _next_digits_by_groups(o, c), repeats)[0]
         key_s = timed(
             lambda b=base, c=codes, a=assigned: _next_digits_by_keys(b.sids, a, c), repeats
         )[0]
@@ -137,64 +136,77 @@ def assign_section(tok, warm: SidTable, emb: np.ndarray, repeats: int) -> dict[s
     return out
 
 
-def size_row(
-    model: torch.nn.Module,
-    sids: np.ndarray,
-    emb: np.ndarray,
-    n: int,
-    args: argparse.Namespace,
-) -> dict[str, Any]:
-    """Trie, beam and fresh costs of the catalog of the first n items."""
-    vocab = model.vocab
-    s = sids[:n]
-    n_new = max(1, round(n * NEW_SHARE))
-    is_new = np.zeros(n, dtype=bool)
-    is_new[n - n_new :] = True
-    build_s, build_times, trie = timed(lambda: SidTrie.from_table(s, vocab), args.repeats)
-    mem = sum(c.numel() * c.element_size() for c in trie.children) / 2**20
-    nodes = [int(c.shape[0]) for c in trie.children]
-    del trie
-    catalog = Catalog(s, vocab, np.ones(n, dtype=bool), is_new, emb[:n])
-    session = Session(model, catalog, beam_size=BEAM, batch_size=args.requests)
-    rng = np.random.default_rng(args.seed + n)
-    hist = rng.integers(0, n, (args.requests, HISTORY))
+class SizeRun:
+    """One catalog size: the catalog of the first n items, its session and requests; timed
+    calls are appended by `time_once` (round-robin over sizes, see `main`)."""
 
-    def beam() -> np.ndarray:
-        return session.recommend(hist, TOP_K, mode="beam", scope="full").items
+    def __init__(
+        self, model: torch.nn.Module, sids: np.ndarray, emb: np.ndarray, n: int, args: Any
+    ) -> None:
+        vocab = model.vocab
+        self.n, self.sids = n, sids[:n]
+        self.n_new = max(1, round(n * NEW_SHARE))
+        is_new = np.zeros(n, dtype=bool)
+        is_new[n - self.n_new :] = True
+        build = timed(lambda: SidTrie.from_table(self.sids, vocab), args.repeats)
+        self.build_s, self.build_times, trie = build
+        self.mem_mb = sum(c.numel() * c.element_size() for c in trie.children) / 2**20
+        self.nodes = [int(c.shape[0]) for c in trie.children]
+        del trie
+        catalog = Catalog(self.sids, vocab, np.ones(n, dtype=bool), is_new, emb[:n])
+        self.session = Session(model, catalog, beam_size=BEAM, batch_size=args.requests)
+        self.hist = np.random.default_rng(args.seed + n).integers(0, n, (args.requests, HISTORY))
+        self.per_request = 1000 / args.requests
+        t = time.perf_counter()
+        self.beam_items = self.beam()  # builds the catalog's full trie
+        self.beam_first = time.perf_counter() - t
+        t = time.perf_counter()
+        self.fresh_items = self.fresh()  # builds the warm trie, the fresh ranker
+        self.fresh_first = time.perf_counter() - t
+        self.ranker = self.session.ranker("fresh", "full")
+        self.times: dict[str, list[float]] = {"beam": [], "fresh": [], "content": []}
 
-    def fresh() -> np.ndarray:
-        return session.recommend(hist, TOP_K, mode="fresh").items
+    def beam(self) -> np.ndarray:
+        return self.session.recommend(self.hist, TOP_K, mode="beam", scope="full").items
 
-    t = time.perf_counter()
-    beam()  # builds the catalog's full trie
-    beam_first = time.perf_counter() - t
-    beam_s, beam_times, beam_items = timed(beam, args.repeats)
-    t = time.perf_counter()
-    fresh()  # builds the warm trie and the fresh ranker (normalised embeddings, reference)
-    fresh_first = time.perf_counter() - t
-    fresh_s, fresh_times, fresh_items = timed(fresh, args.repeats)
-    ranker = session.ranker("fresh", "full")
-    content_s = timed(lambda: ranker.new_log_probs(hist), args.repeats)[0]
-    per_req = 1000 / args.requests
-    return {
-        "catalog_size": n,
-        "new_items": n_new,
-        "trie_build_s": build_s,
-        "trie_build_times_s": build_times,
-        "trie_mem_mb": mem,
-        "trie_nodes_per_level": nodes,
-        "beam_first_call_s": beam_first,
-        "ms_per_request": beam_s * per_req,
-        "beam_times_s": beam_times,
-        "fresh_first_call_s": fresh_first,
-        "fuse_ms_per_request": fresh_s * per_req,
-        "fresh_times_s": fresh_times,
-        "content_ms_per_request": content_s * per_req,
-        "reference_items": len(ranker.reference),
-        "bad_slots_beam": check_recs(beam_items, hist),
-        "bad_slots_fresh": check_recs(fresh_items, hist),
-        "collisions": collision_stats(s, vocab.codebook_size),
-    }
+    def fresh(self) -> np.ndarray:
+        return self.session.recommend(self.hist, TOP_K, mode="fresh").items
+
+    def time_once(self) -> None:
+        """One timed call of each: beam, fresh and the content channel alone."""
+        for name, fn in (
+            ("beam", self.beam),
+            ("fresh", self.fresh),
+            ("content", lambda: self.ranker.new_log_probs(self.hist)),
+        ):
+            t = time.perf_counter()
+            out = fn()
+            self.times[name].append(time.perf_counter() - t)
+            if name != "content":
+                setattr(self, f"{name}_items", out)
+
+    def row(self) -> dict[str, Any]:
+        ms = {k: float(np.median(v)) * self.per_request for k, v in self.times.items()}
+        return {
+            "catalog_size": self.n,
+            "new_items": self.n_new,
+            "trie_build_s": self.build_s,
+            "trie_build_times_s": self.build_times,
+            "trie_mem_mb": self.mem_mb,
+            "trie_nodes_per_level": self.nodes,
+            "beam_first_call_s": self.beam_first,
+            "ms_per_request": ms["beam"],
+            "beam_times_s": self.times["beam"],
+            "fresh_first_call_s": self.fresh_first,
+            "fuse_ms_per_request": ms["fresh"],
+            "fresh_times_s": self.times["fresh"],
+            "content_ms_per_request": ms["content"],
+            "content_times_s": self.times["content"],
+            "reference_items": len(self.ranker.reference),
+            "bad_slots_beam": check_recs(self.beam_items, self.hist),
+            "bad_slots_fresh": check_recs(self.fresh_items, self.hist),
+            "collisions": collision_stats(self.sids, self.session.model.vocab.codebook_size),
+        }
 
 
 def exponent(a: float, b: float, f: float) -> float:
@@ -247,7 +259,8 @@ def growth_lines(rows: list[dict], assign: dict, vocab_sizes: list[int]) -> list
         "passes over the n existing rows: each row's code tuple is looked up among the new "
         f"items' tuples (a dense table over the {K**L:,} possible tuples) and the immutable "
         f"table is copied once ({table_mb:.0f} MB), so a small batch into a large catalog "
-        "costs more per item. The digit step alone: {new_share['digits_keys_s'] * 1000:.0f} ms vs "
+        "costs more per item. The digit step alone: "
+        f"{new_share['digits_keys_s'] * 1000:.0f} ms vs "
         f"{new_share['digits_reference_s'] * 1000:.0f} ms for the reference that lexsorts the "
         f"whole table (O(n log n)). The bulk ({assign['bulk_items']:,} items in one call) ran "
         f"at {assign['bulk_items_per_s']:,.0f} items/s.",
@@ -269,7 +282,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--requests", type=int, default=256)
-    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", default=str(RESULTS), help="results folder")
@@ -292,13 +305,17 @@ def main(argv: list[str] | None = None) -> None:
     sids = assign.pop("sids")
     torch.manual_seed(args.seed)
     model = build_model(causal_cpu(), tok.vocab).eval()
-    rows = []
-    for n in sizes:
-        rows.append(size_row(model, sids, emb, n, args))
-        r = rows[-1]
+    runs = [SizeRun(model, sids, emb, n, args) for n in sizes]
+    for _ in range(args.repeats):  # round-robin: load changes hit every size alike
+        for run in runs:
+            run.time_once()
+    rows = [run.row() for run in runs]
+    del runs
+    for r in rows:
         print(
-            f"{n:>9,} items: trie {r['trie_build_s']:.2f} s {r['trie_mem_mb']:.0f} MB, "
-            f"beam {r['ms_per_request']:.2f} ms/req, fresh {r['fuse_ms_per_request']:.2f} ms/req",
+            f"{r['catalog_size']:>9,} items: trie {r['trie_build_s']:.2f} s "
+            f"{r['trie_mem_mb']:.0f} MB, beam {r['ms_per_request']:.2f} ms/req, "
+            f"fresh {r['fuse_ms_per_request']:.2f} ms/req",
             flush=True,
         )
 
@@ -370,7 +387,8 @@ def main(argv: list[str] | None = None) -> None:
         "timing only, its rankings mean nothing). Requests: one batch of "
         f"{args.requests} random histories of {HISTORY} items through `Session.recommend`, "
         f"history excluded, beam {BEAM}, top {TOP_K}; times are medians of {args.repeats} "
-        "repeats after one warm-up call.",
+        "repeats after one warm-up call, taken round-robin over the sizes so that changes "
+        "in the machine's load hit every size alike.",
         "",
         f"**Done when**: beam ms/request at {sizes[-1]:,} items <= 3x that at {sizes[0]:,}: "
         f"x{ms[-1] / ms[0]:.2f} ({verdict['ms_per_request_largest_le_3x_smallest']}); "
