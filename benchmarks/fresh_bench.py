@@ -457,10 +457,10 @@ def median(values: list[float | None]) -> float | None:
 def write(results: list[dict[str, Any]], args: argparse.Namespace, name: str) -> None:
     seeds = [res["seed"] for res in results]
     summary = {k: median([res[k] for res in results]) for k in KEYS}
-    methods = [row["method"] for row in results[0]["rows"]]
+    methods = list(dict.fromkeys(row["method"] for res in results for row in res["rows"]))
     table_rows = []
-    for m in methods:
-        rs = [next(x for x in res["rows"] if x["method"] == m) for res in results]
+    for m in methods:  # a method skipped on some seeds (--skip) has the median of the others
+        rs = [x for res in results for x in res["rows"] if x["method"] == m]
         table_rows.append(
             {
                 k: median([x.get(k) for x in rs])
@@ -473,7 +473,10 @@ def write(results: list[dict[str, Any]], args: argparse.Namespace, name: str) ->
                     "warm_ndcg10_change",
                 )
             }
-            | {"method": m}
+            | {
+                "method": m,
+                "seeds": [r["seed"] for r in results if any(x["method"] == m for x in r["rows"])],
+            }
         )
     meta = run_metadata(
         dataset="ml-latest-small",
@@ -504,14 +507,15 @@ def write(results: list[dict[str, Any]], args: argparse.Namespace, name: str) ->
         "1.5%.",
         "",
         "| method (test) | warm R@20 | warm N@10 | cold R@20 | overall R@20 | warm R@20 vs GR "
-        "| warm N@10 vs GR |",
-        "|---|---|---|---|---|---|---|",
+        "| warm N@10 vs GR | seeds |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for row in table_rows:
         lines.append(
             f"| {row['method']} | {row['warm_recall20']:.4f} | {row['warm_ndcg10']:.4f} | "
             f"{row['cold_recall20']:.4f} | {row['overall_recall20']:.4f} | "
-            f"{row['warm_recall20_change']:+.1%} | {row['warm_ndcg10_change']:+.1%} |"
+            f"{row['warm_recall20_change']:+.1%} | {row['warm_ndcg10_change']:+.1%} | "
+            f"{','.join(map(str, row['seeds']))} |"
         )
     s = summary
     lines += [
