@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from freshrec.data import load_amazon, load_custom, load_movielens
-from freshrec.data.validate import _CHUNK, check_utf8
+from freshrec.data.files import _CHUNK, check_utf8
 from freshrec.errors import DataError
 
 MOVIES = (

@@ -18,20 +18,16 @@ from pathlib import Path
 
 import polars as pl
 
+from freshrec.data.assemble import assemble
+from freshrec.data.files import ROW, CsvFile, JsonlFile, read_csv, read_jsonl
 from freshrec.data.schema import Dataset
 from freshrec.data.text import CATEGORIES, DESCRIPTION, FEATURES, text_expr, truncate
 from freshrec.data.validate import (
-    ROW,
-    CsvFile,
-    JsonlFile,
-    assemble,
     check_known,
     check_present,
     check_unique,
     parse_float,
     parse_timestamps,
-    read_csv,
-    read_jsonl,
 )
 from freshrec.errors import DataError
 

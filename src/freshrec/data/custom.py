@@ -33,19 +33,16 @@ from pathlib import Path
 
 import polars as pl
 
+from freshrec.data.assemble import assemble, natural_sort
+from freshrec.data.files import ROW, CsvFile, read_csv
 from freshrec.data.schema import Dataset
 from freshrec.data.text import CATEGORIES, DESCRIPTION, collapse_whitespace, text_expr, truncate
 from freshrec.data.validate import (
-    ROW,
-    CsvFile,
-    assemble,
     check_known,
     check_present,
     check_unique,
-    natural_sort,
     parse_float,
     parse_timestamps,
-    read_csv,
 )
 
 

@@ -11,18 +11,17 @@ from pathlib import Path
 
 import polars as pl
 
+from freshrec.data.assemble import assemble
+from freshrec.data.files import CsvFile, read_csv
 from freshrec.data.schema import Dataset
 from freshrec.data.text import GENRES, text_expr
 from freshrec.data.validate import (
-    CsvFile,
-    assemble,
     check_known,
     check_present,
     check_unique,
     parse_float,
     parse_int,
     parse_timestamps,
-    read_csv,
 )
 
 NO_GENRES = "(no genres listed)"

@@ -16,14 +16,20 @@
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import json
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from freshrec.atomic import write_json
 from freshrec.data.schema import Split
+from freshrec.edit.config import EditConfig
 from freshrec.edit.covariance import sample_training_requests
 from freshrec.edit.keys import capture_keys, request_tokens
 from freshrec.model.base import GenerativeRecommender
@@ -149,3 +155,50 @@ def probe_localisation(
         seconds=time.perf_counter() - t0,
         extra={"ridge": ridge, "seed": seed},
     )
+
+
+def cached_probe_localisation(
+    model: GenerativeRecommender,
+    split: Split,
+    sid_tokens: np.ndarray,
+    config: EditConfig,
+    *,
+    model_hash: str,
+    data_hash: str,
+    cache_dir: Path | None,
+) -> Localisation:
+    """`probe_localisation` with the config's probe settings, cached as
+    `<cache_dir>/locate-<key>.json`, key = sha256 of (checkpoint content hash, split content
+    hash, max_history, probe settings); an unreadable cache file is recomputed and overwritten.
+    sid_tokens: int64[n_items, P] token ids of the catalog; cache_dir None = no cache."""
+    key = {
+        "model": model_hash,
+        "data": data_hash,
+        "max_history": model.config.max_history,
+        "n": config.probe_samples,
+        "holdout": config.probe_holdout,
+        "ridge": config.probe_ridge,
+        "margin": config.probe_margin,
+        "seed": config.cov_seed,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    path = None if cache_dir is None else cache_dir / f"locate-{digest}.json"
+    if path is not None and path.is_file():
+        with contextlib.suppress(OSError, ValueError, TypeError):
+            loc = Localisation.from_dict(json.loads(path.read_text()))
+            loc.cached = True
+            return loc
+    loc = probe_localisation(
+        model,
+        split,
+        sid_tokens,
+        n_samples=config.probe_samples,
+        holdout=config.probe_holdout,
+        ridge=config.probe_ridge,
+        margin=config.probe_margin,
+        seed=config.cov_seed,
+        batch_size=config.batch_size,
+    )
+    if path is not None:
+        write_json(path, loc.to_dict())
+    return loc

@@ -18,7 +18,9 @@ get there are reported as failures (`success == False`).
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -91,84 +93,129 @@ def optimise_targets(
     token within block p; allowed: Bool[n, sizes[p]] trie-valid tokens after each prefix;
     margin: success once the target's logit is at most this many nats below the best allowed.
     """
-    model = scorer.model
-    dev = model.device
-    n = scorer.n
-    target, allowed = target.to(dev), allowed.to(dev)
-    inj = _Injector(model, scorer.p)
+    with _injected(scorer.model, proj, scorer.p) as inj:
+        search = _TargetSearch(scorer, inj, proj.out_features, target, allowed, margin)
+        search.run(steps, lr=lr, norm_reg=norm_reg, clamp=clamp)
+        if steps > 0:
+            search.check_unfinished()
+        return search.result()
+
+
+@contextlib.contextmanager
+def _injected(model: nn.Module, proj: nn.Linear, position: int) -> Iterator[_Injector]:
+    """An `_Injector` of decode position `position` hooked on `proj` for the duration, with the
+    model's parameters frozen (gradients flow to the deltas only)."""
+    inj = _Injector(model, position)
     handle = proj.register_forward_hook(inj)
     frozen_params = [q for q in model.parameters() if q.requires_grad]
-    for q in frozen_params:  # gradients flow to delta only
+    for q in frozen_params:
         q.requires_grad_(False)
     try:
-        all_rows = torch.arange(n, device=dev)
-        with torch.no_grad():
-            logits0 = scorer.block_logits(all_rows)
-        keys, values = inj.k, inj.v
-        if keys is None or values is None or keys.shape[0] != n:
-            raise RuntimeError(f"expected {n} keys at position {scorer.p}")
-        v_norm = values.norm(dim=1).clamp_min(1e-6)
-        logp_before = torch.log_softmax(logits0.float(), -1).gather(1, target[:, None])[:, 0]
-
-        delta = torch.zeros(n, proj.out_features, device=dev, requires_grad=True)
-        opt = torch.optim.Adam([delta], lr=lr)
-        done = _success(logits0, target, allowed, margin)
-        n_steps = torch.zeros(n, dtype=torch.long, device=dev)
-        logp_after = logp_before.clone()
-        # one forward per step: it checks the current deltas (rows that succeed are frozen)
-        # and gives the gradient for the others; a last forward checks the final deltas
-        for step in range(steps):
-            rows = torch.nonzero(~done).squeeze(1)
-            if rows.numel() == 0:
-                break
-            inj.delta = delta[rows]
-            logits = scorer.block_logits(rows)
-            logp = torch.log_softmax(logits.float(), -1).gather(1, target[rows, None])[:, 0]
-            ok = torch.zeros_like(rows, dtype=torch.bool)
-            if step > 0:  # step 0's deltas are zero: already checked on logits0
-                ok = _success(logits.detach(), target[rows], allowed[rows], margin)
-                logp_after[rows] = logp.detach()
-                done[rows[ok]] = True
-            act = rows[~ok]
-            if act.numel() == 0:
-                break
-            for group in opt.param_groups:  # cosine from lr to 0 over `steps`
-                group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * step / steps))
-            d_norm = (inj.delta.pow(2).sum(1) + 1e-12).sqrt()
-            loss_rows = -logp + norm_reg * d_norm / v_norm[rows]
-            opt.zero_grad(set_to_none=False)
-            loss_rows[~ok].sum().backward()
-            with torch.no_grad():
-                frozen = delta[done].clone()
-                opt.step()
-                delta[done] = frozen
-                n_steps[act] += 1
-                # clamp ||delta_i|| <= clamp * ||v_i|| (rows still being optimised)
-                d = delta[act]
-                scale = (clamp * v_norm[act] / d.norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)
-                delta[act] = d * scale[:, None]
-        rows = torch.nonzero(~done).squeeze(1)
-        if steps > 0 and rows.numel():
-            with torch.no_grad():
-                inj.delta = delta[rows]
-                logits = scorer.block_logits(rows)
-                logp_after[rows] = torch.log_softmax(logits.float(), -1).gather(
-                    1, target[rows, None]
-                )[:, 0]
-                done[rows] |= _success(logits, target[rows], allowed[rows], margin)
-        return TargetResult(
-            keys=keys.cpu(),
-            values=values.cpu(),
-            delta=delta.detach().cpu(),
-            success=done.cpu(),
-            steps=n_steps.cpu(),
-            logp_before=logp_before.detach().cpu(),
-            logp_after=logp_after.detach().cpu(),
-        )
+        yield inj
     finally:
         handle.remove()
         for q in frozen_params:
             q.requires_grad_(True)
+
+
+def _target_logp(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """float32[b]: block log-prob of each row's target token (logits float[b, sizes[p]],
+    target Long[b])."""
+    return torch.log_softmax(logits.float(), -1).gather(1, target[:, None])[:, 0]
+
+
+class _TargetSearch:
+    """The batched search for the residuals of the n requests of `scorer`. The first, unedited
+    forward captures keys float[n, d_in] and values float[n, d_out] (the projection's input and
+    output); then per request: delta float[n, d_out] (Adam's leaf), done Bool[n] (target met:
+    delta frozen), steps Long[n] (Adam steps taken), logp_before / logp_after float[n]."""
+
+    def __init__(
+        self,
+        scorer: PositionScorer,
+        inj: _Injector,
+        d_out: int,
+        target: torch.Tensor,
+        allowed: torch.Tensor,
+        margin: float,
+    ) -> None:
+        dev = scorer.model.device
+        n = scorer.n
+        self.scorer, self.inj, self.margin = scorer, inj, margin
+        self.target, self.allowed = target.to(dev), allowed.to(dev)
+        with torch.no_grad():
+            logits0 = scorer.block_logits(torch.arange(n, device=dev))
+        keys, values = inj.k, inj.v
+        if keys is None or values is None or keys.shape[0] != n:
+            raise RuntimeError(f"expected {n} keys at position {scorer.p}")
+        self.keys, self.values = keys, values
+        self.v_norm = values.norm(dim=1).clamp_min(1e-6)
+        self.logp_before = _target_logp(logits0, self.target)
+        self.delta = torch.zeros(n, d_out, device=dev, requires_grad=True)
+        self.done = _success(logits0, self.target, self.allowed, margin)
+        self.steps = torch.zeros(n, dtype=torch.long, device=dev)
+        self.logp_after = self.logp_before.clone()
+
+    def run(self, steps: int, *, lr: float, norm_reg: float, clamp: float) -> None:
+        """Up to `steps` Adam steps (cosine schedule from lr to 0). One forward per step: it
+        checks the current deltas (rows that succeed are frozen) and gives the gradient for
+        the others."""
+        opt = torch.optim.Adam([self.delta], lr=lr)
+        for step in range(steps):
+            rows = torch.nonzero(~self.done).squeeze(1)
+            if rows.numel() == 0:
+                break
+            self.inj.delta = self.delta[rows]
+            logits = self.scorer.block_logits(rows)
+            logp = _target_logp(logits, self.target[rows])
+            ok = torch.zeros_like(rows, dtype=torch.bool)
+            if step > 0:  # step 0's deltas are zero: already checked on the unedited logits
+                ok = _success(logits.detach(), self.target[rows], self.allowed[rows], self.margin)
+                self.logp_after[rows] = logp.detach()
+                self.done[rows[ok]] = True
+            act = rows[~ok]
+            if act.numel() == 0:
+                break
+            for group in opt.param_groups:
+                group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * step / steps))
+            d_norm = (self.inj.delta.pow(2).sum(1) + 1e-12).sqrt()
+            loss_rows = -logp + norm_reg * d_norm / self.v_norm[rows]
+            opt.zero_grad(set_to_none=False)
+            loss_rows[~ok].sum().backward()
+            self._apply_step(opt, act, clamp)
+
+    @torch.no_grad()
+    def _apply_step(self, opt: torch.optim.Optimizer, act: torch.Tensor, clamp: float) -> None:
+        """Adam's step on the rows still being optimised (`act`, Long[a]; finished rows keep
+        their delta), then ||delta_i|| clamped to clamp * ||v_i|| on those rows."""
+        frozen = self.delta[self.done].clone()
+        opt.step()
+        self.delta[self.done] = frozen
+        self.steps[act] += 1
+        d = self.delta[act]
+        scale = (clamp * self.v_norm[act] / d.norm(dim=1).clamp_min(1e-12)).clamp(max=1.0)
+        self.delta[act] = d * scale[:, None]
+
+    @torch.no_grad()
+    def check_unfinished(self) -> None:
+        """A last forward checks the final deltas of the rows not done yet."""
+        rows = torch.nonzero(~self.done).squeeze(1)
+        if rows.numel():
+            self.inj.delta = self.delta[rows]
+            logits = self.scorer.block_logits(rows)
+            self.logp_after[rows] = _target_logp(logits, self.target[rows])
+            self.done[rows] |= _success(logits, self.target[rows], self.allowed[rows], self.margin)
+
+    def result(self) -> TargetResult:
+        return TargetResult(
+            keys=self.keys.cpu(),
+            values=self.values.cpu(),
+            delta=self.delta.detach().cpu(),
+            success=self.done.cpu(),
+            steps=self.steps.cpu(),
+            logp_before=self.logp_before.detach().cpu(),
+            logp_after=self.logp_after.detach().cpu(),
+        )
 
 
 def _success(

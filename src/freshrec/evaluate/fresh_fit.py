@@ -128,6 +128,50 @@ def fit_fresh(
 
     # 1-2: the content channel (or the ranker's own scorer), on requests whose target is new
     targets = np.asarray(requests.target)[cold]
+    new_only_r20, content = _fit_content(ranker, hist[cold], targets, grid)
+    if ranker.scorer is not None and hasattr(ranker.scorer, "temperature"):
+        ranker.scorer.temperature = content.temperature
+    params = ranker.params.model_copy(update={"content": content})
+
+    # 3: the gate
+    ch = ranker.channels(hist, users, beam=beam, params=params)
+    gate = LogisticGate.fit(ch.features, cold)
+    params = params.model_copy(update={"gate": GateParams.of(gate)})
+
+    # 4: the mixture's scale / bias / head under the warm budget
+    chosen, frontier = _choose_mixture(
+        ranker, ch, params, gate.logit(ch.features), requests, base, budget, grid
+    )
+    params = params.model_copy(
+        update={
+            "gate_scale": chosen["gate_scale"],
+            "gate_bias": chosen["gate_bias"],
+            "head": chosen["head"],
+            "fitted": {
+                "part": part,
+                "n_requests": len(requests),
+                "n_cold": int(cold.sum()),
+                "sample_seed": seed if max_requests is not None else None,
+                "budget": budget,
+                "new_only_cold_recall20": new_only_r20,
+                "gr": base,
+                "fresh": {k: chosen[k] for k in base},
+                "frontier": frontier,
+                "beam_seconds": beam_s,
+                "fit_seconds": time.perf_counter() - t0,
+            },
+        }
+    )
+    return params, ranker.channels(hist, users, beam=beam, params=params), requests
+
+
+def _fit_content(
+    ranker: FreshRanker, hist: np.ndarray, targets: np.ndarray, grid: FitGrid
+) -> tuple[float, ContentParams]:
+    """(new-only Recall@20, content settings) of the best history window / decay / soft-max
+    temperature of the grid (the ranker's own settings when it has a scorer of its own), with
+    the catalog temperature tau then fitted by likelihood. hist: int64[n, H] histories of the
+    requests whose target is new; targets: int64[n] those targets."""
     best: tuple[float, ContentParams] | None = None
     settings = (
         itertools.product(grid.n_last, grid.decay, grid.knn_temperature)
@@ -138,23 +182,28 @@ def fit_fresh(
         c = ranker.params.content
         if ranker.scorer is None:
             c = ContentParams(n_last=n_last, decay=decay, knn_temperature=knn_t)
-        r = _new_only_recall(ranker, hist[cold], targets, c)
+        r = _new_only_recall(ranker, hist, targets, c)
         if best is None or r > best[0] + 1e-12:
             best = (r, c)
     assert best is not None
-    tau = _fit_temperature(ranker, hist[cold], targets, best[1])
-    content = best[1].model_copy(update={"temperature": tau})
-    if ranker.scorer is not None and hasattr(ranker.scorer, "temperature"):
-        ranker.scorer.temperature = tau
-    params = ranker.params.model_copy(update={"content": content})
+    tau = _fit_temperature(ranker, hist, targets, best[1])
+    return best[0], best[1].model_copy(update={"temperature": tau})
 
-    # 3: the gate
-    ch = ranker.channels(hist, users, beam=beam, params=params)
-    gate = LogisticGate.fit(ch.features, cold)
-    params = params.model_copy(update={"gate": GateParams.of(gate)})
-    logit = gate.logit(ch.features)
 
-    # 4: the mixture's scale / bias / head under the warm budget
+def _choose_mixture(
+    ranker: FreshRanker,
+    ch: Channels,
+    params: FreshParams,
+    logit: np.ndarray,
+    requests: Requests,
+    base: dict[str, float],
+    budget: float,
+    grid: FitGrid,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """(chosen, frontier): every (gate scale a, bias b, head) of the grid fused and scored
+    (`quality`) on `requests` (logit: float[n] the gate's logit per request); chosen = the
+    largest cold Recall@20 (ties: overall) whose warm quality stays within `budget` of `base`,
+    or the new channel switched off (scale 0, bias -1e3, head 0) when none does."""
     frontier: list[dict[str, Any]] = []
     chosen: dict[str, Any] | None = None
     for a, b, head in itertools.product(grid.gate_scale, grid.gate_bias, grid.head):
@@ -170,27 +219,7 @@ def fit_fresh(
             chosen = row
     if chosen is None:  # no mixture keeps warm quality: the new channel is switched off
         chosen = {"gate_scale": 0.0, "gate_bias": -1e3, "head": 0, **base}
-    params = params.model_copy(
-        update={
-            "gate_scale": chosen["gate_scale"],
-            "gate_bias": chosen["gate_bias"],
-            "head": chosen["head"],
-            "fitted": {
-                "part": part,
-                "n_requests": len(requests),
-                "n_cold": int(cold.sum()),
-                "sample_seed": seed if max_requests is not None else None,
-                "budget": budget,
-                "new_only_cold_recall20": best[0],
-                "gr": base,
-                "fresh": {k: chosen[k] for k in base},
-                "frontier": frontier,
-                "beam_seconds": beam_s,
-                "fit_seconds": time.perf_counter() - t0,
-            },
-        }
-    )
-    return params, ranker.channels(hist, users, beam=beam, params=params), requests
+    return chosen, frontier
 
 
 def _fuse(ranker: FreshRanker, ch: Channels, params: FreshParams, logit: np.ndarray) -> Fused:

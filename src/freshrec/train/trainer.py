@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from torch import nn
 
 from freshrec.atomic import atomic_dir, write_json
@@ -100,6 +100,19 @@ def _world() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
+
+
+def _progress_bar(disable: bool) -> Progress:
+    """The training bar: epoch, batches done / total, recent loss, examples per second."""
+    return Progress(
+        TextColumn("[bold]epoch {task.fields[epoch]}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} batches"),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TextColumn("{task.fields[eps]:.0f} ex/s"),
+        TimeElapsedColumn(),
+        disable=disable,
+    )
 
 
 def _shard(batch: Batch, rank: int, world: int) -> Batch:
@@ -205,6 +218,36 @@ class Trainer:
             dist.broadcast(score, src=0)
         return float(score[0])
 
+    def _train_epoch(self, epoch: int, bar: Progress, task: TaskID) -> EpochLog:
+        """One pass over epoch `epoch`'s batches (an optimizer and scheduler step per batch, on
+        this process's shard), then validation; the bar shows batches, the loss averaged over
+        the last 20 batches and examples/s."""
+        self.model.train()
+        bar.reset(task, total=self.n_batches, epoch=epoch, loss=0.0, eps=0.0)
+        t0 = time.perf_counter()
+        losses, seen = [], 0
+        for batch in self.batches(epoch):
+            local = _shard(batch, self.rank, self.world)
+            loss = self.step_module(local)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+            self.optimizer.step()
+            self.scheduler.step()
+            losses.append(float(loss.detach()))
+            seen += next(iter(batch.values())).shape[0]
+            eps = seen / max(time.perf_counter() - t0, 1e-9)
+            bar.update(task, advance=1, loss=float(np.mean(losses[-20:])), eps=eps)
+        seconds = time.perf_counter() - t0
+        score = self._validate()
+        return EpochLog(
+            epoch=epoch,
+            train_loss=float(np.mean(losses)) if losses else float("nan"),
+            valid_score=score,
+            seconds=seconds,
+            examples_per_s=seen / max(seconds, 1e-9),
+        )
+
     def fit(self, resume: bool = False, stop_after: int | None = None) -> TrainResult:
         """Train until early stopping or `cfg.epochs`. resume: continue from `out_dir/last`.
         stop_after: return after this many epochs of this call (time-sliced training; a later
@@ -216,44 +259,12 @@ class Trainer:
             start_epoch += 1
         t_run = time.perf_counter()
         show = self.progress and self.rank == 0
-        with Progress(
-            TextColumn("[bold]epoch {task.fields[epoch]}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total} batches"),
-            TextColumn("loss {task.fields[loss]:.4f}"),
-            TextColumn("{task.fields[eps]:.0f} ex/s"),
-            TimeElapsedColumn(),
-            disable=not show,
-        ) as bar:
+        with _progress_bar(disable=not show) as bar:
             task = bar.add_task("train", total=self.n_batches, epoch=0, loss=0.0, eps=0.0)
             for epoch in range(start_epoch, cfg.epochs):
-                self.model.train()
-                bar.reset(task, total=self.n_batches, epoch=epoch, loss=0.0, eps=0.0)
-                t0 = time.perf_counter()
-                losses, seen = [], 0
-                for batch in self.batches(epoch):
-                    local = _shard(batch, self.rank, self.world)
-                    loss = self.step_module(local)
-                    self.optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
-                    self.optimizer.step()
-                    self.scheduler.step()
-                    losses.append(float(loss.detach()))
-                    seen += next(iter(batch.values())).shape[0]
-                    eps = seen / max(time.perf_counter() - t0, 1e-9)
-                    bar.update(task, advance=1, loss=float(np.mean(losses[-20:])), eps=eps)
-                seconds = time.perf_counter() - t0
-                score = self._validate()
-                log.append(
-                    EpochLog(
-                        epoch=epoch,
-                        train_loss=float(np.mean(losses)) if losses else float("nan"),
-                        valid_score=score,
-                        seconds=seconds,
-                        examples_per_s=seen / max(seconds, 1e-9),
-                    )
-                )
+                log.append(self._train_epoch(epoch, bar, task))
+                score = log[-1].valid_score
+                seconds = log[-1].seconds
                 if show:
                     bar.console.print(
                         f"epoch {epoch}: loss {log[-1].train_loss:.4f}"

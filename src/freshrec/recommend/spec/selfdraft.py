@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
@@ -233,54 +234,24 @@ def train_self_drafter(
     vocab = model.vocab
     torch.manual_seed(seed)
     tokens = table.tokens(vocab)
-    ex = tiger_examples(split, tokens, model.config.max_history, vocab)
-    if ex["target"].shape[0] == 0:
-        raise ConfigError("no training examples: the split has no training targets")
-    trie = SidTrie.from_table(table.sids, vocab)
-    ex["item"] = trie.lookup(np.asarray(vocab.from_tokens(ex["target"].astype(np.int64))))
+    ex = _drafter_examples(model, split, table, tokens)
     n_pos = vocab.sid_len if include_collision else vocab.n_levels
     heads = SelfDraftHeads(model.config.d_model, n_pos, d_proj, hidden).to(model.device)
-
-    warm = np.flatnonzero(~np.asarray(split.is_new, dtype=bool) & table.assigned_mask)
-    warm_tok = torch.from_numpy(tokens[warm]).to(model.device)
-    slot = torch.full((table.n_items,), -1, dtype=torch.long)
-    slot[torch.from_numpy(warm)] = torch.arange(len(warm))
+    catalog = _warm_catalog(split, table, tokens, model.device) if negatives == "catalog" else None
 
     groups = [{"params": list(heads.parameters()), "lr": lr}]
     if finetune_model:
         groups.append({"params": list(model.parameters()), "lr": model_lr})
         gen_ex = training_examples(model.config, split, tokens, vocab)
     opt = torch.optim.AdamW(groups, weight_decay=0.0)
-
-    def forever(examples: dict[str, np.ndarray]):  # endless shuffled batches
-        epoch = 0
-        while True:
-            yield from iterate_batches(examples, batch_size, shuffle=True, seed=seed + epoch)
-            epoch += 1
-
-    batches = forever(ex)
-    gen_batches = forever(gen_ex) if finetune_model else None
+    batches = _endless_batches(ex, batch_size, seed)
+    gen_batches = _endless_batches(gen_ex, batch_size, seed) if finetune_model else None
     model.train(finetune_model)
     heads.train()
     t0 = time.perf_counter()
     try:
         for step in range(1, steps + 1):
-            batch = next(batches)
-            items = batch["item"].to(model.device)
-            with torch.set_grad_enabled(finetune_model):
-                states = model.history_states(batch["history"])
-                if negatives == "batch":
-                    feats = item_features(model, batch["target"], n_pos)
-                else:
-                    feats = item_features(model, warm_tok, n_pos)
-            u = heads.users(states)
-            if negatives == "batch":
-                same = items[:, None] == items[None, :]
-                same.fill_diagonal_(False)
-                labels = torch.arange(len(items), device=model.device)
-                loss = info_nce(u, heads.items(feats), labels, heads.scale(), same)
-            else:
-                loss = info_nce(u, heads.items(feats), slot.to(model.device)[items], heads.scale())
+            loss = _drafter_loss(model, heads, next(batches), n_pos, catalog, finetune_model)
             if gen_batches is not None:
                 gen = {k: v.to(model.device) for k, v in next(gen_batches).items()}
                 loss = loss + gen_weight * model.loss(gen)
@@ -299,3 +270,68 @@ def train_self_drafter(
         model.eval()
         heads.eval()
     return SelfDrafter(model, heads, tokens)
+
+
+def _drafter_examples(
+    model: GenerativeRecommender, split: Split, table: SidTable, tokens: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Every training-period (history, target) pair (`tiger_examples`: "history" int64[n, T],
+    "target" int64[n, sid_len] tokens) plus "item": int64[n] the target's item index.
+    tokens: int64[n_items, sid_len] the catalog's SID tokens."""
+    vocab = model.vocab
+    ex = tiger_examples(split, tokens, model.config.max_history, vocab)
+    if ex["target"].shape[0] == 0:
+        raise ConfigError("no training examples: the split has no training targets")
+    trie = SidTrie.from_table(table.sids, vocab)
+    ex["item"] = trie.lookup(np.asarray(vocab.from_tokens(ex["target"].astype(np.int64))))
+    return ex
+
+
+def _warm_catalog(
+    split: Split, table: SidTable, tokens: np.ndarray, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The candidates of negatives="catalog": (Long[m, sid_len] tokens of the m warm items
+    with a SID, on `device`; Long[n_items] each item's row among them, -1 for other items)."""
+    warm = np.flatnonzero(~np.asarray(split.is_new, dtype=bool) & table.assigned_mask)
+    warm_tok = torch.from_numpy(tokens[warm]).to(device)
+    slot = torch.full((table.n_items,), -1, dtype=torch.long)
+    slot[torch.from_numpy(warm)] = torch.arange(len(warm))
+    return warm_tok, slot
+
+
+def _endless_batches(
+    examples: dict[str, np.ndarray], batch_size: int, seed: int
+) -> Iterator[dict[str, torch.Tensor]]:
+    """Shuffled batches of `examples` without end, reshuffled every epoch (seed + epoch)."""
+    epoch = 0
+    while True:
+        yield from iterate_batches(examples, batch_size, shuffle=True, seed=seed + epoch)
+        epoch += 1
+
+
+def _drafter_loss(
+    model: GenerativeRecommender,
+    heads: SelfDraftHeads,
+    batch: dict[str, torch.Tensor],
+    n_pos: int,
+    catalog: tuple[torch.Tensor, torch.Tensor] | None,
+    grad_model: bool,
+) -> torch.Tensor:
+    """InfoNCE of a batch's user vectors (from "history" Long[B, T]) against its targets'
+    item vectors: over the batch's targets (other copies of the positive masked out) when
+    `catalog` is None, else over every warm item (`_warm_catalog`, full softmax). The model's
+    states and item features carry gradients only when `grad_model`."""
+    items = batch["item"].to(model.device)
+    with torch.set_grad_enabled(grad_model):
+        states = model.history_states(batch["history"])
+        if catalog is None:
+            feats = item_features(model, batch["target"], n_pos)
+        else:
+            feats = item_features(model, catalog[0], n_pos)
+    u = heads.users(states)
+    if catalog is None:
+        same = items[:, None] == items[None, :]
+        same.fill_diagonal_(False)
+        labels = torch.arange(len(items), device=model.device)
+        return info_nce(u, heads.items(feats), labels, heads.scale(), same)
+    return info_nce(u, heads.items(feats), catalog[1].to(model.device)[items], heads.scale())
