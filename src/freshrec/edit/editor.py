@@ -37,6 +37,7 @@ from freshrec.edit.config import EditConfig
 from freshrec.edit.covariance import CovarianceInfo, key_covariances, split_hash
 from freshrec.edit.keys import TeacherForcedBatch, request_tokens
 from freshrec.edit.locate import Localisation, fixed_localisation, probe_localisation
+from freshrec.edit.observed import edit_requests
 from freshrec.edit.pseudo import PseudoRequests, pseudo_requests
 from freshrec.edit.solve import (
     alphaedit_solve,
@@ -70,6 +71,8 @@ class GenRecEditor(Editor):
     work: a `Workspace`, or a folder whose `cache/` holds the reusable statistics (None = no
     disk cache).
     """
+
+    accepts_observed = True
 
     def __init__(
         self,
@@ -227,12 +230,15 @@ class GenRecEditor(Editor):
         new_items: np.ndarray | Sequence[int],
         seed: int | None = None,
         previous: Sequence[EditPack] = (),
+        observed: Requests | None = None,
     ) -> EditPack:
         """Edit the model so that it recommends `new_items` (int item indices with SIDs).
 
         seed: pseudo-request sampling seed (None = config.seed). previous: packs this edit
-        builds on (applied while editing; AlphaEdit preserves their keys). The model is left
-        as it was (no hooks added). Returns the pack with metrics and timings.
+        builds on (applied while editing; AlphaEdit preserves their keys). observed: real
+        interactions with the items as edit requests (`edit.observed.edit_requests`; items
+        without one get pseudo-requests). The model is left as it was (no hooks added).
+        Returns the pack with metrics and timings.
         """
         cfg = self.config
         seed = cfg.seed if seed is None else int(seed)
@@ -252,7 +258,12 @@ class GenRecEditor(Editor):
             )
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        pseudo = self.pseudo(items, seed)
+        if observed is None:
+            pseudo = self.pseudo(items, seed)
+        else:
+            pseudo = edit_requests(
+                observed, lambda need: self.pseudo(need, seed), items, cfg.n_contexts, cfg.top_up
+            )
         # requests sharing a context are adjacent, so a batch computes each context once
         pseudo = pseudo.subset(np.lexsort((pseudo.item, pseudo.pos, pseudo.user)))
         timings["pseudo"] = time.perf_counter() - t0
@@ -400,6 +411,7 @@ class GenRecEditor(Editor):
             "metrics": {
                 "n_items": int(items.size),
                 "n_requests": n,
+                "n_observed": 0 if observed is None else len(observed),
                 "items_without_context": pseudo.no_context.tolist(),
                 "mean_neighbor_sim": (
                     float(np.nanmean(pseudo.sim)) if np.isfinite(pseudo.sim).any() else None
