@@ -7,13 +7,16 @@ requests, a median of 3 requests on a day with any); at each step the step's req
 seeded sample of at most `--max-requests`) are scored with the deployed model through
 `Session.recommend` (mode "fresh", exact full-SID hits), then the policy updates the model
 with the interactions up to the step's end, its CPU-seconds / wall-seconds / peak RSS
-recorded. Each period is walked from its start for `--max-steps` steps (default 13, one
-quarter), starting from the trained checkpoint; the test walk first lets the policy catch up
-on the validation period as one update (reported apart: `catchup_cpu_seconds`). Settings of
-each policy are chosen on the validation walk of the first seed (R@20; ties: the cheaper),
-then the test period is replayed once per policy and seed; figures are medians over seeds.
+recorded. `--max-steps` (default 8 weeks) caps each walk: the test walk covers the first
+weeks of the test period, the validation walk the last weeks of the validation period (its
+first weeks hold ~10 requests a week); each walk starts from the trained checkpoint and lets
+the policy first catch up on the time between the training cut-off and the walk's first step
+as one update (reported apart: `catchup_cpu_seconds`). Settings of each policy are chosen
+on the validation walk of the first seed (R@20; ties: the cheaper), then the test period is
+replayed once per policy and seed; figures are medians over seeds. CPU time is dominated by
+the weekly full retrains (`retrain`: 9 per seed at the defaults).
 
-    python benchmarks/replay_bench.py [--seeds 0,1,2] [--step-days 7] [--max-steps 13]
+    python benchmarks/replay_bench.py [--seeds 0,1,2] [--step-days 7] [--max-steps 8]
         [--max-requests 200] [--policies static,edit,finetune,merge,retrain,merge+edit]
 
 Writes benchmarks/results/replay.{md,json,png}.
@@ -171,7 +174,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0,1,2", help="training seeds (one trained model each)")
     ap.add_argument("--step-days", type=float, default=7.0)
-    ap.add_argument("--max-steps", type=int, default=13, help="steps per period (0 = all)")
+    ap.add_argument("--max-steps", type=int, default=8, help="steps per period (0 = all)")
+    ap.add_argument(
+        "--valid-align", choices=("start", "end"), default="end", help="validation weeks walked"
+    )
     ap.add_argument("--max-requests", type=int, default=200, help="requests per step (0 = all)")
     ap.add_argument("--policies", default="static,edit,finetune,merge,retrain,merge+edit")
     ap.add_argument("--retrain-days", type=float, default=7.0)
@@ -196,7 +202,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     t_all = time.process_time()
     ctxs = contexts(args)
-    chosen, selection = choose(ctxs, names, args, cfg)
+    chosen, selection = choose(
+        ctxs, names, args, cfg.model_copy(update={"align": args.valid_align})
+    )
     tests = run_tests(ctxs, names, chosen, args, cfg)
     policies = {name: summary_row(runs, name, chosen) for name, runs in tests.items()}
     first = next(iter(next(iter(tests.values())).values()))
@@ -215,6 +223,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "seeds": args.seeds,
         "max_steps": cfg.max_steps,
         "max_requests": cfg.max_requests,
+        "valid_align": args.valid_align,
         "chosen": chosen,
         "selection": selection,
         "checks": checks(policies),

@@ -111,10 +111,13 @@ def markdown(result: dict[str, Any]) -> str:
         f"Date: {meta['date']}, commit {meta.get('git_commit')}; whole benchmark "
         f"{meta['benchmark_cpu_seconds']:.0f} CPU-s",
         "",
-        f"Test period walked in {result['n_steps']} steps of {result['step_days']:g} days "
-        f"(max_steps {result['max_steps']}), at most {result['max_requests']} requests scored "
-        "per step (seeded sample); recommendations through `Session.recommend` mode fresh, "
-        "top 20, exact full-SID hits; warm / cold = the target had / had no training-period "
+        f"Test period walked in {result['n_steps']} steps of {result['step_days']:g} days from "
+        f"its start (validation: the {result['valid_align']} of its period; max_steps "
+        f"{result['max_steps']}), at most {result['max_requests']} requests scored per step "
+        "(seeded sample); each walk starts from the trained checkpoint and the policy first "
+        "catches up on the time since the training cut-off as one update; recommendations "
+        "through `Session.recommend` mode fresh, top 20, exact full-SID hits; warm / cold = "
+        "the target had / had no training-period "
         "interaction. R@20 and N@10 are over every scored request of the period (each scored by "
         "the model deployed at its step); update CPU-seconds are summed over the steps (the "
         "catch-up on the validation period before the first test step is shown apart); peak "

@@ -37,6 +37,9 @@ def test_steps_cover_each_period_contiguously(ml_split):
         assert len(walk) == int(np.ceil((end - start) / DAY))  # ~822 days per period
     assert period(ml_split, "valid") == (cut1, cut2)
     assert len(steps(ml_split, "test", 7.0, max_steps=3)) == 3
+    last = steps(ml_split, "valid", 7.0, max_steps=2, align="end")
+    assert last[-1].t1 == cut2
+    assert last[0].index == len(steps(ml_split, "valid", 7.0)) - 2
 
 
 def test_steps_reject_bad_settings(ml_split, ml_dataset):
@@ -46,6 +49,8 @@ def test_steps_reject_bad_settings(ml_split, ml_dataset):
         steps(ml_split, "test", 1.0, max_steps=0)
     with pytest.raises(ConfigError, match="global time split"):
         steps(leave_one_out(ml_dataset), "test", 1.0)
+    with pytest.raises(ConfigError, match="align"):
+        steps(ml_split, "test", 1.0, 3, align="middle")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="part"):
         period(ml_split, "train")  # type: ignore[arg-type]
 

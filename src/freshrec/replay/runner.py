@@ -13,8 +13,12 @@ cold is the evaluation's definition (cold = the target has no training-period in
 
 from __future__ import annotations
 
+import dataclasses
+import shutil
+import tempfile
 from collections.abc import Callable
-from typing import Any
+from pathlib import Path
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
@@ -39,8 +43,10 @@ from freshrec.replay.timeline import (
 class ReplayConfig(BaseModel):
     """How a period is walked. step_days: step width in days of the data's time;
     max_steps: only the first steps of each part (None = the whole period); max_requests: a
-    seeded sample of at most this many requests scored per step (None = all); top_k: list
-    length scored (R@20 needs 20); mode: the `Session.recommend` mode."""
+    seeded sample of at most this many requests scored per step (None = all); align: with
+    max_steps, walk the first ("start") or the last ("end") steps of each period (the policy
+    catches up on the time before them as one update); top_k: list length scored (R@20
+    needs 20); mode: the `Session.recommend` mode."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -48,6 +54,7 @@ class ReplayConfig(BaseModel):
     parts: tuple[Part, ...] = ("valid", "test")
     max_steps: int | None = Field(None, ge=1)
     max_requests: int | None = Field(None, ge=1)
+    align: Literal["start", "end"] = "start"
     top_k: int = Field(20, ge=20)
     mode: str = "fresh"
     seed: int = 0
@@ -112,12 +119,33 @@ def replay_part(
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Replay one part with `policy`: {"part", "policy", "steps": [step records], "catchup",
-    "summary"} (see `summarise`)."""
+    "summary"} (see `summarise`). The policy works in a fresh scratch folder under
+    `ctx.work` (removed afterwards), so one-time costs such as GenRecEdit's preservation
+    statistics are paid, and counted, in every replay."""
     check_context(ctx)
+    scratch = Path(tempfile.mkdtemp(prefix=f"{part}-", dir=_mkdir(ctx.work)))
+    try:
+        return _replay_part(dataclasses.replace(ctx, work=scratch), policy, part, cfg, progress)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _mkdir(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def _replay_part(
+    ctx: ReplayContext,
+    policy: UpdatePolicy,
+    part: Part,
+    cfg: ReplayConfig,
+    progress: Callable[[str], None] | None,
+) -> dict[str, Any]:
     state = initial_state(ctx)
     requests = getattr(ctx.split, part)
     times = request_times(ctx.split, requests)
-    walk = steps(ctx.split, part, cfg.step_days, cfg.max_steps)
+    walk = steps(ctx.split, part, cfg.step_days, cfg.max_steps, cfg.align)
     policy.start(state, ctx)
     catchup: dict[str, Any] = {"cpu_s": 0.0, "wall_s": 0.0, "peak_mb": 0.0, "info": {}}
     if walk and walk[0].t0 > state.trained_until:

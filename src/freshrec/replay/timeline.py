@@ -51,9 +51,15 @@ def period(split: Split, part: Part) -> tuple[int, int]:
     raise ConfigError(f"part must be 'valid' or 'test', got {part!r}")
 
 
-def steps(split: Split, part: Part, step_days: float, max_steps: int | None = None) -> list[Step]:
+def steps(
+    split: Split,
+    part: Part,
+    step_days: float,
+    max_steps: int | None = None,
+    align: Literal["start", "end"] = "start",
+) -> list[Step]:
     """The period cut into windows of `step_days` days (the last one may be shorter), at most
-    `max_steps` of them (the first ones)."""
+    `max_steps` of them: the first ones (align "start") or the last ones ("end")."""
     if not step_days > 0:
         raise ConfigError(f"step_days must be positive, got {step_days}")
     if max_steps is not None and max_steps < 1:
@@ -62,7 +68,11 @@ def steps(split: Split, part: Part, step_days: float, max_steps: int | None = No
     width = max(round(step_days * DAY), 1)
     bounds = [*range(start, end, width), end]
     out = [Step(i, t0, t1) for i, (t0, t1) in enumerate(itertools.pairwise(bounds))]
-    return out if max_steps is None else out[:max_steps]
+    if align not in ("start", "end"):
+        raise ConfigError(f"align must be 'start' or 'end', got {align!r}")
+    if max_steps is None:
+        return out
+    return out[:max_steps] if align == "start" else out[-max_steps:]
 
 
 def request_times(split: Split, requests: Requests) -> np.ndarray:
