@@ -38,6 +38,10 @@ def test_steps_cover_each_period_contiguously(ml_split):
     assert period(ml_split, "valid") == (cut1, cut2)
     assert len(steps(ml_split, "test", 7.0, max_steps=3)) == 3
     last = steps(ml_split, "valid", 7.0, max_steps=2, align="end")
+    assert all(s.t1 - s.t0 == 7 * DAY for s in last)  # full steps back from the end
+    every = steps(ml_split, "valid", 7.0, align="end")
+    assert every[0].t0 == cut1
+    assert every[0].t1 - every[0].t0 < 7 * DAY
     assert last[-1].t1 == cut2
     assert last[0].index == len(steps(ml_split, "valid", 7.0)) - 2
 

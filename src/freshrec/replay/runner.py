@@ -154,7 +154,7 @@ def _replay_part(
             info = policy.update(state, ctx, state.trained_until, walk[0].t0)
         catchup = {**_cost_dict(meter.cost), "info": info}
     records = []
-    for step in walk:
+    for k, step in enumerate(walk):
         state.grow_table(ctx, step.t1)
         reqs = window_requests(
             ctx.split, requests, times, step.t0, step.t1, cfg.max_requests, cfg.seed
@@ -169,7 +169,8 @@ def _replay_part(
         if progress is not None:
             r = rec.get("overall_recall20")
             progress(
-                f"{policy.name} {part} step {step.index + 1}/{len(walk)}: {rec['n']} requests, "
+                f"{policy.name} {part} step {k + 1}/{len(walk)} "
+                f"(day {step.index * cfg.step_days:g}): {rec['n']} requests, "
                 f"R@20 {'-' if r is None else f'{r:.3f}'}, update {meter.cost.cpu_s:.1f} cpu-s"
             )
     state.drop_edits()

@@ -58,15 +58,19 @@ def steps(
     max_steps: int | None = None,
     align: Literal["start", "end"] = "start",
 ) -> list[Step]:
-    """The period cut into windows of `step_days` days (the last one may be shorter), at most
-    `max_steps` of them: the first ones (align "start") or the last ones ("end")."""
+    """The period cut into windows of `step_days` days, at most `max_steps` of them: the first
+    ones (align "start"; the period's last step may be shorter) or the last ones ("end"; its
+    first step may be shorter)."""
     if not step_days > 0:
         raise ConfigError(f"step_days must be positive, got {step_days}")
     if max_steps is not None and max_steps < 1:
         raise ConfigError(f"max_steps must be >= 1 (or None for all), got {max_steps}")
     start, end = period(split, part)
     width = max(round(step_days * DAY), 1)
-    bounds = [*range(start, end, width), end]
+    if align == "end":  # full steps back from the end; the first one may be shorter
+        bounds = [start, *range(end - width * ((end - start - 1) // width), end + 1, width)]
+    else:  # full steps from the start; the last one may be shorter
+        bounds = [*range(start, end, width), end]
     out = [Step(i, t0, t1) for i, (t0, t1) in enumerate(itertools.pairwise(bounds))]
     if align not in ("start", "end"):
         raise ConfigError(f"align must be 'start' or 'end', got {align!r}")
