@@ -74,6 +74,7 @@ def test_replay_command_end_to_end(workspace):
         (["--policy", "nope"], "unknown update policy"),
         (["--option", "merge.method=ties"], "not in any --policy"),
         (["--parts", "train"], "parts"),
+        (["--align", "middle"], "align"),
         (["--option", "static.x"], "expected <policy>"),
     ],
 )

@@ -120,6 +120,10 @@ def replay_command(
     max_requests: Annotated[
         int | None, typer.Option(help="seeded sample of at most N requests scored per step")
     ] = None,
+    align: Annotated[
+        str,
+        typer.Option(help="with --max-steps: walk each period's first (start) or last (end) steps"),
+    ] = "start",
     option: Annotated[
         list[str] | None,
         typer.Option(help="policy setting <policy>.<key>=<value>, e.g. edit.edit.lam=300"),
@@ -153,6 +157,7 @@ def replay_command(
             parts=tuple(p.strip() for p in parts.split(",") if p.strip()),  # type: ignore[arg-type]
             max_steps=max_steps,
             max_requests=max_requests,
+            align=align,  # type: ignore[arg-type]
         )
     except ValidationError as exc:
         raise ConfigError(f"replay settings: {validation_problems(exc)}") from None

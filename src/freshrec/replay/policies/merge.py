@@ -32,7 +32,8 @@ class MergeSettings(BaseModel):
     (its last `select_days` held out to choose the weight); tune: the copy's fine-tuning;
     method: a merge method name; weights: candidate weights of the copy (the running model
     gets 1 - w); density / lam: TIES/DARE density and task-vector scale; default_weight:
-    used when the held-out days have fewer than `min_requests` requests."""
+    used when the held-out days have fewer than `min_requests` requests; max_requests: a
+    seeded sample of the held-out requests scored per candidate."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -46,6 +47,7 @@ class MergeSettings(BaseModel):
     lam: float = Field(1.0, gt=0)
     default_weight: float = Field(0.5, ge=0, le=1)
     min_requests: int = Field(20, ge=1)
+    max_requests: int = Field(200, ge=1)
 
 
 def merge_states(
@@ -80,12 +82,20 @@ def merge_states(
 
 
 def held_out_recall(
-    model: GenerativeRecommender, state: ReplayState, ctx: ReplayContext, t0: float, t1: float
+    model: GenerativeRecommender,
+    state: ReplayState,
+    ctx: ReplayContext,
+    t0: float,
+    t1: float,
+    cap: int = 200,
 ) -> tuple[float, int]:
-    """(R@20, n) of `model` on the real requests in [t0, t1), fresh mode, over the items
-    listed at t0."""
+    """(R@20, n) of `model` on the real requests in [t0, t1) (a seeded sample of at most
+    `cap`), fresh mode, over the items listed at t0."""
     split = ctx.split
     req = observed_requests(split, t0, t1, np.arange(split.dataset.n_items))
+    if len(req) > cap:
+        pick = np.random.default_rng([ctx.seed, int(t0)]).choice(len(req), cap, replace=False)
+        req = req.subset(np.sort(pick))
     if len(req) == 0:
         return float("nan"), 0
     session = Session(
@@ -133,7 +143,7 @@ class Merge(UpdatePolicy):
         args = (s.method, info["origin"], running, tuned_sd)
         for w in s.weights:
             scratch.load_state_dict(merge_states(*args, w, s.density, s.lam, ctx.seed))
-            scores.append(held_out_recall(scratch.eval(), state, ctx, fit_end, t1))
+            scores.append(held_out_recall(scratch.eval(), state, ctx, fit_end, t1, s.max_requests))
         n = max(n for _, n in scores)
         if n >= s.min_requests:
             weight = float(s.weights[int(np.nanargmax([r for r, _ in scores]))])
