@@ -7,16 +7,18 @@ requests, a median of 3 requests on a day with any); at each step the step's req
 seeded sample of at most `--max-requests`) are scored with the deployed model through
 `Session.recommend` (mode "fresh", exact full-SID hits), then the policy updates the model
 with the interactions up to the step's end, its CPU-seconds / wall-seconds / peak RSS
-recorded. `--max-steps` (default 8 weeks) caps each walk: the test walk covers the first
-weeks of the test period, the validation walk the last weeks of the validation period (its
-first weeks hold ~10 requests a week); each walk starts from the trained checkpoint and lets
-the policy first catch up on the time between the training cut-off and the walk's first step
-as one update (reported apart: `catchup_cpu_seconds`). Settings of each policy are chosen
-on the validation walk of the first seed (R@20; ties: the cheaper), then the test period is
-replayed once per policy and seed; figures are medians over seeds. CPU time is dominated by
-the weekly full retrains (`retrain`: 9 per seed at the defaults).
+recorded. `--max-steps` (default 6) caps the test walk to the first weeks of the test period
+(693 requests at the default cap, 152 of them cold; weeks 7-8 add 30); `--valid-steps`
+(default 13) caps the validation walk to the last weeks of the validation period (its first
+weeks hold ~10 requests a week; its last 13 weeks ~1,200 at the cap). Each walk starts from
+the trained checkpoint and lets the policy first catch up on the time between the training
+cut-off and the walk's first step as one update (reported apart: `catchup_cpu_seconds`).
+Settings of each policy are chosen on the validation walk of the first seed (R@20; ties: the
+cheaper), then the test period is replayed once per policy and seed; figures are medians over
+seeds. CPU time is dominated by the weekly full retrains (`retrain`: 7 per seed at the
+defaults, each the trained run's best epoch + 1 epochs).
 
-    python benchmarks/replay_bench.py [--seeds 0,1,2] [--step-days 7] [--max-steps 8]
+    python benchmarks/replay_bench.py [--seeds 0,1,2] [--step-days 7] [--max-steps 6]
         [--max-requests 200] [--policies static,edit,finetune,merge,retrain,merge+edit]
 
 Writes benchmarks/results/replay.{md,json,png}.
@@ -170,11 +172,12 @@ def checks(policies: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def main(argv: list[str] | None = None) -> dict[str, Any]:
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0,1,2", help="training seeds (one trained model each)")
     ap.add_argument("--step-days", type=float, default=7.0)
-    ap.add_argument("--max-steps", type=int, default=8, help="steps per period (0 = all)")
+    ap.add_argument("--max-steps", type=int, default=6, help="test steps (0 = all)")
+    ap.add_argument("--valid-steps", type=int, default=13, help="validation steps (0 = all)")
     ap.add_argument(
         "--valid-align", choices=("start", "end"), default="end", help="validation weeks walked"
     )
@@ -192,20 +195,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args.seeds = [int(s) for s in args.seeds.split(",")]
     if args.checkpoint and len(args.seeds) != 1:
         raise SystemExit("--checkpoint stands for one trained model: give one seed")
-    names = [n.strip() for n in args.policies.split(",") if n.strip()]
+    args.names = [n.strip() for n in args.policies.split(",") if n.strip()]
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    cfg = ReplayConfig(
+    test_cfg = ReplayConfig(
         step_days=args.step_days,
         max_steps=args.max_steps or None,
         max_requests=args.max_requests or None,
-        seed=0,
+    )
+    valid_cfg = test_cfg.model_copy(
+        update={"align": args.valid_align, "max_steps": args.valid_steps or None}
     )
     t_all = time.process_time()
     ctxs = contexts(args)
-    chosen, selection = choose(
-        ctxs, names, args, cfg.model_copy(update={"align": args.valid_align})
-    )
-    tests = run_tests(ctxs, names, chosen, args, cfg)
+    chosen, selection = choose(ctxs, args.names, args, valid_cfg)
+    tests = run_tests(ctxs, args.names, chosen, args, test_cfg)
     policies = {name: summary_row(runs, name, chosen) for name, runs in tests.items()}
     first = next(iter(next(iter(tests.values())).values()))
     meta = run_metadata(
@@ -221,9 +229,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "step_days": args.step_days,
         "n_steps": len(first["steps"]),
         "seeds": args.seeds,
-        "max_steps": cfg.max_steps,
-        "max_requests": cfg.max_requests,
+        "max_steps": test_cfg.max_steps,
+        "max_requests": test_cfg.max_requests,
         "valid_align": args.valid_align,
+        "valid_steps": valid_cfg.max_steps,
         "chosen": chosen,
         "selection": selection,
         "checks": checks(policies),

@@ -112,8 +112,8 @@ def markdown(result: dict[str, Any]) -> str:
         f"{meta['benchmark_cpu_seconds']:.0f} CPU-s",
         "",
         f"Test period walked in {result['n_steps']} steps of {result['step_days']:g} days from "
-        f"its start (validation: the {result['valid_align']} of its period; max_steps "
-        f"{result['max_steps']}), at most {result['max_requests']} requests scored per step "
+        f"its start (validation: {result['valid_steps']} steps at the {result['valid_align']} of "
+        f"its period), at most {result['max_requests']} requests scored per step "
         "(seeded sample); each walk starts from the trained checkpoint and the policy first "
         "catches up on the time since the training cut-off as one update; recommendations "
         "through `Session.recommend` mode fresh, top 20, exact full-SID hits; warm / cold = "

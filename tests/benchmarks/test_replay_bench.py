@@ -23,8 +23,8 @@ def test_replay_bench_writes_its_results(tmp_path, ml_split, ml_sids):
         replay_bench.main(
             [
                 "--seeds", "0", "--checkpoint", str(ckpt), "--step-days", "7",
-                "--max-steps", "1", "--max-requests", "8", "--retrain-epochs", "1",
-                "--retrain-days", "14", "--valid-align", "start",
+                "--max-steps", "1", "--valid-steps", "1", "--max-requests", "8",
+                "--retrain-epochs", "1", "--retrain-days", "14", "--valid-align", "start",
                 "--policies", ",".join(POLICIES), "--threads", "1",
                 "--set", f"work_dir={work}", "--set", "fresh.calibrate=false",
                 "--work", str(tmp_path / "replay"), "--out", str(out),

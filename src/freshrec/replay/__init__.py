@@ -5,7 +5,7 @@ recording quality and the CPU-seconds every update costs.
 
 ```python
 ctx = ReplayContext(split, emb, tokenizer, warm_table, checkpoint, train_cfg, fresh, work, seen)
-out = replay(ctx, make_policy("merge+edit"), ReplayConfig(step_days=7, max_steps=12))
+out = replay(ctx, make_policy("merge+edit"), ReplayConfig(step_days=7, max_steps=6))
 out["parts"]["test"]["summary"]["mean_recall20"]
 ```
 """
