@@ -45,10 +45,7 @@ from replay_report import curves, markdown, plot, summary_row
 
 GRID: dict[str, list[dict[str, Any]]] = {
     "static": [{}],
-    "edit": [
-        {"edit": {"measure_reliability": False}},
-        {"edit": {"lam": 300, "positions": [2], "measure_reliability": False}},
-    ],
+    "edit": [{}, {"edit": {"lam": 300, "positions": [2]}}],
     "finetune": [{"lr": 3e-4, "passes": 2.0}, {"lr": 1e-3, "passes": 2.0}],
     "merge": [{"method": "linear"}, {"method": "ties", "density": 0.5}],
     "retrain": [{}],  # every --retrain-days; nothing to choose

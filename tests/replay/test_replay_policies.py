@@ -36,6 +36,10 @@ def test_builtin_policies_and_combinations():
     assert [p.name for p in combo.parts] == ["merge", "edit"]
     assert combo.parts[0].settings.method == "ties"
     assert combo.parts[1].settings.max_real == 3
+    assert combo.parts[1].edit_config.measure_reliability is False  # diagnostics off by default
+    loud = make_policy("edit", {"edit": {"edit": {"measure_reliability": True, "lam": 30}}})
+    assert loud.edit_config.measure_reliability is True
+    assert loud.edit_config.lam == 30
     assert "merge" in combo.describe()
     assert "max_real" in combo.describe()
 

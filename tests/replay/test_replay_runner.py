@@ -49,7 +49,7 @@ def test_static_scores_are_the_session_s(ctx):
 
 
 def test_edit_catches_up_then_supersedes_packs(ctx):
-    cheap = {"measure_reliability": False, "cov_samples": 3000, "target_steps": 5}
+    cheap = {"cov_samples": 3000, "target_steps": 5}
     out = replay_part(ctx, make_policy("edit", {"edit": {"edit": cheap}}), "test", CFG)
     cut1, cut2 = ctx.split.cutoffs
     seen = ctx.first_seen

@@ -27,15 +27,20 @@ from freshrec.replay.timeline import observed_requests, prefix_split
 
 class EditSettings(BaseModel):
     """editor: a name in `freshrec.edit.EDITORS`; edit: its config overrides (GenRecEdit:
-    `EditConfig` fields, e.g. {"lam": 300, "positions": [2]}); real: use real interactions
-    as edit requests (else pseudo-requests only); max_real: real requests kept per item."""
+    `EditConfig` fields, e.g. {"lam": 300, "positions": [2]}; its diagnostic reliability
+    check is off unless set); real: use real interactions as edit requests (else
+    pseudo-requests only); max_real: real requests kept per item."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     editor: str = "genrecedit"
-    edit: dict[str, Any] = Field(default_factory=lambda: {"measure_reliability": False})
+    edit: dict[str, Any] = Field(default_factory=dict)
     real: bool = True
     max_real: int = Field(10, ge=1)
+
+
+def _has_field(cls: Any, name: str) -> bool:
+    return name in getattr(cls.config_class, "model_fields", {})
 
 
 def latest_per_item(req: Requests, cap: int) -> Requests:
@@ -61,7 +66,8 @@ class Edit(UpdatePolicy):
                 "(set real: false to edit with its own requests only)"
             )
         self.editor_cls = cls
-        self.edit_config = cls.make_config(self.settings.edit)
+        quiet = {"measure_reliability": False} if _has_field(cls, "measure_reliability") else {}
+        self.edit_config = cls.make_config({**quiet, **self.settings.edit})
 
     def start(self, state: ReplayState, ctx: ReplayContext) -> None:
         used = np.zeros(ctx.split.dataset.n_items, dtype=np.int64)  # real requests per item
