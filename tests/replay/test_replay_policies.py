@@ -1,6 +1,6 @@
 """The update-policy registry and the policies' building blocks: names, combinations and
-settings errors; a policy defined here is used by name; real + pseudo edit requests; merging
-two state dicts with registered merge methods."""
+settings errors; a policy defined here is used by name; the latest real requests per item;
+merging two state dicts with registered merge methods."""
 
 from __future__ import annotations
 
@@ -11,9 +11,6 @@ import pytest
 import torch
 from pydantic import BaseModel, ConfigDict
 
-from freshrec.data.schema import Requests
-from freshrec.edit.observed import edit_requests
-from freshrec.edit.pseudo import pseudo_requests
 from freshrec.errors import ConfigError
 from freshrec.replay import (
     POLICIES,
@@ -94,31 +91,6 @@ def test_a_policy_defined_here_is_used_by_name(ctx):
         assert out["policy"] == "count_steps({'every': 2})"
     finally:
         POLICIES.remove("count_steps")
-
-
-def test_edit_requests_mix_real_and_pseudo(ml_split, ml_emb):
-    _, cut2 = ml_split.cutoffs
-    new = np.flatnonzero(ml_split.is_new)
-    obs = observed_requests(ml_split, cut2, cut2 + 30 * 86400, new)
-    with_real = np.unique(obs.target)[:3].astype(np.int64)
-    without = np.setdiff1d(new, obs.target)[:2]
-    items = np.concatenate([with_real, without])
-    obs = obs.subset(np.isin(obs.target, with_real))
-
-    def pseudo(need: np.ndarray):
-        return pseudo_requests(ml_split, ml_emb, need, n_contexts=4, seed=0)
-
-    out = edit_requests(obs, pseudo, items, n_contexts=4, top_up=False)
-    assert len(out) == len(obs) + 2 * 4  # real ones kept, pseudo only for items without any
-    assert np.array_equal(out.user[: len(obs)], obs.user)
-    assert (out.neighbor[: len(obs)] == -1).all()
-    assert (out.neighbor[len(obs) :] >= 0).all()
-    topped = edit_requests(obs, pseudo, items, n_contexts=4, top_up=True)
-    per_item = np.bincount(np.searchsorted(np.sort(items), topped.item), minlength=items.size)
-    assert (per_item >= 4).all() or len(topped) > len(out)
-    bad = Requests(obs.user, obs.pos, np.full(len(obs), without[0], np.int32), obs.cold)
-    with pytest.raises(ConfigError, match="not being edited"):
-        edit_requests(bad, pseudo, with_real, n_contexts=4)
 
 
 def test_latest_per_item_keeps_the_most_recent(ml_split):
