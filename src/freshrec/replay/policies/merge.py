@@ -128,6 +128,7 @@ class Merge(UpdatePolicy):
         if t1 - info["merged_at"] < s.every_days * DAY:
             return {}
         info["merged_at"] = t1
+        state.drop_edits()  # they are made on the old weights; copies must not carry their hooks
         fit_end = t1 - s.select_days * DAY
         fit_start = t1 - s.window_days * DAY
         if fit_end <= fit_start:
