@@ -170,10 +170,12 @@ def demo(recipe: RecipeOpt = "cpu", set_: SetOpt = None) -> None:
 def _register_stage_commands() -> None:
     from freshrec.edit.cli import register as register_edit
     from freshrec.merge.cli import register as register_merge
+    from freshrec.replay.cli import register as register_replay
     from freshrec.serve.cli import register as register_serve
 
     register_edit(app)
     register_merge(app)
+    register_replay(app)
     register_serve(app)
 
 

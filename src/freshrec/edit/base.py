@@ -40,6 +40,9 @@ class Editor(ABC):
 
     name: ClassVar[str]
     config_class: ClassVar[type[BaseModel]]
+    accepts_observed: ClassVar[bool] = False
+    """True when `edit` takes `observed=Requests` (real interactions with the new items, used
+    as edit requests; a deployment replay passes them)."""
 
     @abstractmethod
     def __init__(

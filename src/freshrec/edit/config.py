@@ -21,6 +21,11 @@ class EditConfig(BaseModel):
     contexts: Literal["similar", "random"] = Field(
         "similar", description="'similar': contexts of text neighbours; 'random': ablation"
     )
+    top_up: bool = Field(
+        False,
+        description="with real (observed) edit requests: also give an item with fewer than "
+        "n_contexts of them pseudo-requests up to n_contexts (else only items with none)",
+    )
     # --- which SID positions are edited and where (locate.py)
     positions: tuple[int, ...] | None = Field(
         None, description="SID positions edited (None = all sid_len positions)"

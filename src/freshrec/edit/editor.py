@@ -28,12 +28,13 @@ import numpy as np
 import torch
 
 import freshrec
-from freshrec.data.schema import Split
+from freshrec.data.schema import Requests, Split
 from freshrec.edit.base import Editor, register_editor
 from freshrec.edit.config import EditConfig
 from freshrec.edit.covariance import CovarianceInfo, key_covariances, split_hash
 from freshrec.edit.keys import request_tokens
 from freshrec.edit.locate import Localisation, cached_probe_localisation, fixed_localisation
+from freshrec.edit.observed import edit_requests
 from freshrec.edit.pseudo import PseudoRequests, pseudo_requests
 from freshrec.edit.reliability import pack_reliability, pack_requests
 from freshrec.edit.sites import SiteEdits, edit_sites
@@ -58,6 +59,8 @@ class GenRecEditor(Editor):
     work: a `Workspace`, or a folder whose `cache/` holds the reusable statistics (None = no
     disk cache).
     """
+
+    accepts_observed = True
 
     def __init__(
         self,
@@ -191,10 +194,19 @@ class GenRecEditor(Editor):
             seed=seed,
         )
 
-    def _sorted_pseudo(self, items: np.ndarray, seed: int) -> PseudoRequests:
-        """The edit requests of `items`, those sharing a context adjacent (so a batch computes
-        each context once); ConfigError if there are none."""
-        pseudo = self.pseudo(items, seed)
+    def _sorted_pseudo(
+        self, items: np.ndarray, seed: int, observed: Requests | None = None
+    ) -> PseudoRequests:
+        """The edit requests of `items` (the observed ones, topped up with pseudo-requests,
+        when `observed` is given), those sharing a context adjacent (so a batch computes each
+        context once); ConfigError if there are none."""
+        cfg = self.config
+        if observed is None:
+            pseudo = self.pseudo(items, seed)
+        else:
+            pseudo = edit_requests(
+                observed, lambda need: self.pseudo(need, seed), items, cfg.n_contexts, cfg.top_up
+            )
         pseudo = pseudo.subset(np.lexsort((pseudo.item, pseudo.pos, pseudo.user)))
         if len(pseudo) == 0:
             raise ConfigError("no pseudo-requests for these items (no warm neighbour has context)")
@@ -205,12 +217,15 @@ class GenRecEditor(Editor):
         new_items: np.ndarray | Sequence[int],
         seed: int | None = None,
         previous: Sequence[EditPack] = (),
+        observed: Requests | None = None,
     ) -> EditPack:
         """Edit the model so that it recommends `new_items` (int item indices with SIDs).
 
         seed: pseudo-request sampling seed (None = config.seed). previous: packs this edit
-        builds on (applied while editing; AlphaEdit preserves their keys). The model is left
-        as it was (no hooks added). Returns the pack with metrics and timings (seconds).
+        builds on (applied while editing; AlphaEdit preserves their keys). observed: real
+        interactions with the items as edit requests (`edit.observed.edit_requests`; items
+        without one get pseudo-requests). The model is left as it was (no hooks added).
+        Returns the pack with metrics and timings (seconds).
         """
         cfg = self.config
         seed = cfg.seed if seed is None else int(seed)
@@ -219,7 +234,7 @@ class GenRecEditor(Editor):
         items = self._checked_items(new_items)
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
-        pseudo = self._sorted_pseudo(items, seed)
+        pseudo = self._sorted_pseudo(items, seed, observed)
         timings["pseudo"] = time.perf_counter() - t0
         t0 = time.perf_counter()
         loc = self.localise()
@@ -233,6 +248,7 @@ class GenRecEditor(Editor):
         )
         timings["covariance"] = cov_info.seconds
         manifest = self._manifest(items, seed, previous, pseudo, loc, edits, cov_info, timings)
+        manifest["metrics"]["n_observed"] = 0 if observed is None else len(observed)
         pack = EditPack(
             deltas=edits.deltas,
             manifest=manifest,
