@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from serve_helpers import API_KEY, KEY, Server, wait_status
+from serve_helpers import API_KEY, KEY, Server, item_payload, wait_status
 
 from freshrec.data import Split
 from freshrec.edit.pseudo import pseudo_requests
@@ -41,15 +41,6 @@ def client(server):
 def new_items(ml_split: Split) -> list[int]:
     """The first N_NEW dataset new items (indices): genuinely new to the service."""
     return np.flatnonzero(ml_split.is_new)[:N_NEW].tolist()
-
-
-def payload(split: Split, idx: list[int]) -> dict:
-    items = split.dataset.items
-    return {
-        "items": [
-            {"item_id": items.ids[i], "title": items.titles[i], "text": items.texts[i]} for i in idx
-        ]
-    }
 
 
 def history(split: Split, user: int, pos: int, max_len: int = 20) -> list[str]:
@@ -275,7 +266,7 @@ def test_new_items_become_recommendable(client, ml_split: Split, ml_emb, new_ite
             targets
         )
 
-    r = client.post("/items", json=payload(ml_split, first), headers=KEY)
+    r = client.post("/items", json=item_payload(ml_split, first), headers=KEY)
     assert r.status_code == 202, r.text
     acks = r.json()["items"]
     assert [a["item_id"] for a in acks] == [ids[i] for i in first]
@@ -353,7 +344,7 @@ def test_concurrent_recommends_during_an_edit(client, ml_split: Split, new_items
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(16)]
     for t in threads:
         t.start()
-    r = client.post("/items", json=payload(ml_split, batch), headers=KEY)
+    r = client.post("/items", json=item_payload(ml_split, batch), headers=KEY)
     assert r.status_code == 202
     try:
         wait_status(client, [ids[i] for i in batch])

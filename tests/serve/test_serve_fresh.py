@@ -13,7 +13,7 @@ import time
 import httpx
 import numpy as np
 import pytest
-from serve_helpers import KEY, Server
+from serve_helpers import KEY, Server, closest_warm_history
 
 from freshrec.data import Split
 
@@ -31,15 +31,6 @@ def server(serve_base, tmp_path_factory):
     srv = Server(cfg, folder).start()
     yield srv
     srv.stop()
-
-
-def closest_warm_history(split: Split, emb: np.ndarray, item: int, n: int = 10) -> list[str]:
-    """Item ids of the n warm items whose text is closest to `item`'s, least similar first."""
-    e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
-    sims = e @ e[item]
-    sims[np.asarray(split.is_new, dtype=bool)] = -np.inf
-    near = np.argsort(-sims)[:n][::-1]
-    return [split.dataset.items.ids[i] for i in near]
 
 
 def test_added_items_are_recommendable_at_once(server, ml_split: Split, ml_emb) -> None:
@@ -139,9 +130,8 @@ def test_shedding_then_a_drain(server, ml_split: Split) -> None:
         t.join(60)
     server.proc.wait(30)
     assert time.monotonic() - t_term < 15
-    print(
-        f"{statuses.count(200)} answered, {statuses.count(429)} shed; health max {max(health_s):.3f} s"
-    )
+    n_ok, n_shed = statuses.count(200), statuses.count(429)
+    print(f"{n_ok} answered, {n_shed} shed; /health at most {max(health_s):.3f} s")
     assert not errors, errors[:3]
     assert set(statuses) <= {200, 429}
     assert statuses.count(429) > 0

@@ -14,13 +14,14 @@ import pytest
 import sqlalchemy as sa
 import torch
 import typer
+from serve_helpers import check_catalog_store
 from typer.testing import CliRunner
 
 from freshrec.errors import ConfigError
 from freshrec.model.edit_packs import EditPack, combined_deltas
 from freshrec.serve.batching import BatcherClosedError, MicroBatcher
 from freshrec.serve.bodies import ItemsIn, RecommendIn
-from freshrec.serve.catalog import CatalogStore, ItemRow
+from freshrec.serve.catalog import CatalogStore
 from freshrec.serve.cli import register
 from freshrec.serve.compaction import fold_packs
 from freshrec.serve.config import API_KEY_ENV, ServeConfig
@@ -90,47 +91,13 @@ def test_micro_batcher_off_and_errors():
 
 
 # ------------------------------------------------------------------------------ catalog
-def row(item_id: str, idx: int, sid=(1, 2, 3, 0)) -> ItemRow:
-    emb = np.arange(4, dtype=np.float32).tobytes()
-    return ItemRow(item_id, idx, f"t{item_id}", f"text {item_id}", sid, emb, 1.0, "pending")
-
-
 def test_catalog_store_is_wal_and_transactional(tmp_path: Path):
-    store = CatalogStore(f"sqlite:///{tmp_path / 'sub' / 'c.db'}")
+    url = f"sqlite:///{tmp_path / 'sub' / 'c.db'}"
+    store = CatalogStore(url)
     assert store.pragma("journal_mode") == "wal"
     assert store.pragma("synchronous") == 2  # FULL
-    store.add_items([row("a", 10), row("b", 11)])
-    with pytest.raises(sa.exc.IntegrityError):
-        store.add_items([row("c", 12), row("a", 13)])  # one duplicate: nothing is written
-    assert [r.item_id for r in store.items()] == ["a", "b"]
-    assert store.item("a") == row("a", 10)
-    assert np.frombuffer(store.item("a").embedding, np.float32).tolist() == [0, 1, 2, 3]
-
-    p1 = store.record_pack("p1", "p1", ["a"], ["b"], "no context", now=5.0)
-    assert p1.seq == 1
-    assert store.item("a").status == "live"
-    assert store.item("a").live_at == 5.0
-    assert store.item("b").status == "failed"
-    assert store.item("b").error == "no context"
-    assert store.count_by_status() == {"live": 1, "failed": 1}
-    assert store.rollback_pack(p1.seq, "p1") == ["a"]
-    assert store.item("a").status == "rolled_back"
-    assert store.pack("p1").status == "rolled_back"
-
-    store.add_items([row("c", 12)])
-    p2 = store.record_pack("p2", "p2", ["c"])
-    assert store.mark_pack_lost(p2.seq, "p2", "missing folder") == ["c"]
-    assert store.item("c").status == "pending"
-    assert store.item("c").pack_id is None
-    p2b = store.record_pack("p2", "p2", ["c"])  # re-edited: a new row, same pack id
-    assert store.pack("p2").seq == p2b.seq
-    assert [r.status for r in store.packs()] == ["rolled_back", "lost", "applied"]
-    assert [r.pack_id for r in store.packs("applied")] == ["p2"]
     store.close()
-    # reopened: everything is still there
-    again = CatalogStore(f"sqlite:///{tmp_path / 'sub' / 'c.db'}")
-    assert [r.item_id for r in again.items()] == ["a", "b", "c"]
-    again.close()
+    check_catalog_store(url)  # test_serve_postgres.py runs it on PostgreSQL
 
 
 def test_catalog_store_meta_is_write_once(tmp_path: Path):

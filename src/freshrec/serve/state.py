@@ -233,6 +233,9 @@ class WriterLock:
 
     def _acquire_pg(self) -> None:
         conn = self.engine.connect()
+        # out of the pool: closing it ends the session (and the lock) instead of handing a
+        # locked session to the next caller of the pool
+        conn.detach()
         got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": PG_LOCK_KEY}).scalar()
         conn.commit()  # the lock is session-level: it outlives the transaction
         if not got:

@@ -1,0 +1,91 @@
+"""The catalog store and the one-writer lock on a real PostgreSQL server (the `postgres`
+fixture: pgserver's binaries or a system installation, started for the test session).
+
+The service-level PostgreSQL tests (kill -9 and restart, two replicas over one catalog) are in
+test_serve_durability.py and test_serve_replicas.py."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+import sqlalchemy as sa
+from serve_helpers import check_catalog_store
+
+from freshrec.errors import ConfigError
+from freshrec.serve.catalog import CatalogStore
+from freshrec.serve.local_postgres import LocalPostgres
+from freshrec.serve.state import WriterLock
+
+
+def test_catalog_store_on_postgres(postgres: LocalPostgres) -> None:
+    url = postgres.create_database("catalog_store")
+    check_catalog_store(url)  # the same checks as on SQLite (test_serve_units.py)
+    store = CatalogStore(url)
+    assert store.dialect == "postgresql"
+    with store.engine.connect() as conn:  # the embedding really is binary
+        kind = conn.execute(
+            sa.text(
+                "SELECT data_type FROM information_schema.columns "
+                "WHERE table_name = 'items' AND column_name = 'embedding'"
+            )
+        ).scalar()
+    assert kind == "bytea"
+    store.close()
+
+
+def test_local_postgres_refuses_odd_database_names(postgres: LocalPostgres) -> None:
+    with pytest.raises(ConfigError, match="database name"):
+        postgres.create_database('x"; DROP DATABASE postgres; --')
+
+
+def test_writer_lock_is_an_advisory_lock_released_by_kill9(postgres: LocalPostgres) -> None:
+    """One writer per PostgreSQL catalog: a second is refused naming the holder; the lock goes
+    when the holder's session ends, also when its process is killed with SIGKILL."""
+    url = postgres.create_database("writer_lock")
+    first, second = CatalogStore(url), CatalogStore(url)
+    lock = WriterLock(first.engine, None)
+    lock.acquire()
+    assert lock.held()
+    with pytest.raises(ConfigError, match="in use by another freshrec service \\(PostgreSQL"):
+        WriterLock(second.engine, None).acquire()
+    lock.release()
+    other = WriterLock(second.engine, None)
+    other.acquire()  # free again
+    other.release()
+
+    # a process that takes the lock and is killed -9 while holding it
+    holder = textwrap.dedent(
+        f"""
+        import sys, time
+        from freshrec.serve.catalog import CatalogStore
+        from freshrec.serve.state import WriterLock
+        lock = WriterLock(CatalogStore({url!r}).engine, None)
+        lock.acquire()
+        print("held", flush=True)
+        time.sleep(600)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", holder], stdout=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == b"held"
+        with pytest.raises(ConfigError, match="PostgreSQL backend"):
+            WriterLock(second.engine, None).acquire()
+    finally:
+        proc.kill()
+        proc.wait(30)
+    again = WriterLock(second.engine, None)
+    for _ in range(100):  # the server notices the closed connection at once; allow a moment
+        try:
+            again.acquire()
+            break
+        except ConfigError:
+            time.sleep(0.1)
+    assert again.held()
+    again.release()
+    first.close()
+    second.close()
