@@ -8,7 +8,12 @@ import torch
 
 from freshrec.errors import ConfigError
 from freshrec.model.batches import history_tokens
-from freshrec.recommend.beam_search import beam_search
+from freshrec.recommend.beam_search import (
+    beam_search,
+    exclusion_mask,
+    is_excluded,
+    sorted_exclusions,
+)
 from freshrec.recommend.exhaustive import exhaustive_scores, exhaustive_topk, hf_generate_topk
 from freshrec.semid.trie import SidTrie
 from model_helpers import ARCHS, N_ITEMS, VOCAB, fresh_model, random_histories
@@ -143,3 +148,40 @@ def test_empty_batch(sid_tokens, trie):
     res = beam_search(fresh_model("causal"), torch.zeros((0, 10), dtype=torch.long), trie, 4, 3)
     assert res.items.shape == (0, 3)
     assert res.sids.shape == (0, 3, VOCAB.sid_len)
+
+
+def test_sorted_exclusions_match_the_dense_mask():
+    """The beam search's per-row binary search answers exactly what the dense
+    Bool[B, n_items + 1] mask answers, for every valid item (padding, repeats and
+    out-of-range exclusions included)."""
+    rng = np.random.default_rng(0)
+    n_items, B = 200, 7
+    exclude = torch.from_numpy(rng.integers(-1, n_items + 20, (B, 12)))
+    exclude[0] = -1  # a row excluding nothing
+    exclude[1, :6] = exclude[1, 6:]  # repeats
+    items = torch.from_numpy(rng.integers(-1, n_items, (B, 9, 11)))
+    dense = exclusion_mask(exclude, n_items, B, torch.device("cpu"))
+    sorted_ex = sorted_exclusions(exclude, B, torch.device("cpu"))
+    got = is_excluded(items, sorted_ex)
+    rows = torch.arange(B)[:, None, None]
+    want = dense[rows, items.clamp(min=0)]
+    valid = items >= 0
+    assert torch.equal(got[valid], want[valid])
+    assert sorted_exclusions(None, B, torch.device("cpu")) is None
+    assert sorted_exclusions(torch.zeros((B, 0), dtype=torch.long), B, torch.device("cpu")) is None
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_narrow_beam_exclusion_matches_masking_the_last_step(arch, sid_tokens, trie, trained):
+    """A narrow beam with exclusion: every returned item is allowed, and the list equals the
+    plain (unexcluded) beam's last-step candidates minus the excluded ones."""
+    items, hist = _hist(sid_tokens, seed=7)
+    model = trained[arch]
+    exclude = torch.as_tensor(items)
+    wide = beam_search(model, hist, trie, beam_size=3, top_k=3 * VOCAB.max_collision)
+    ex = beam_search(model, hist, trie, beam_size=3, top_k=5, exclude=exclude)
+    for b in range(B):
+        banned = set(items[b][items[b] >= 0].tolist())
+        expect = [i for i in wide.items[b].tolist() if i >= 0 and i not in banned][:5]
+        got = [i for i in ex.items[b].tolist() if i >= 0]
+        assert got == expect

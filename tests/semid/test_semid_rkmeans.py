@@ -81,6 +81,21 @@ def test_encode_is_deterministic_and_row_independent(
     np.testing.assert_array_equal(tok.encode(ml_emb[idx].astype(np.float64)), codes[idx])
 
 
+def test_blocked_encode_equals_one_pass(
+    ml_emb: np.ndarray, fitted: tuple[ResidualKMeansTokenizer, SidTable], monkeypatch
+) -> None:
+    """Encoding in blocks (the default: ENCODE_BLOCK rows) gives the one-pass codes."""
+    import freshrec.semid.rkmeans as rkmeans
+
+    tok, _ = fitted
+    blocked = tok.encode(ml_emb)
+    assert ml_emb.shape[0] > rkmeans.ENCODE_BLOCK
+    monkeypatch.setattr(rkmeans, "ENCODE_BLOCK", 10**9)
+    np.testing.assert_array_equal(tok.encode(ml_emb), blocked)
+    monkeypatch.setattr(rkmeans, "ENCODE_BLOCK", 7)
+    np.testing.assert_array_equal(tok.encode(ml_emb[:100]), blocked[:100])
+
+
 def test_same_seed_same_sids_other_seed_other_fingerprint(
     ml_emb: np.ndarray, fitted: tuple[ResidualKMeansTokenizer, SidTable]
 ) -> None:

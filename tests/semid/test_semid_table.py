@@ -9,6 +9,7 @@ import pytest
 
 from freshrec.errors import CheckpointError, ConfigError, DataError, UnknownItemError
 from freshrec.semid import SidTable, SidVocab
+from freshrec.semid.table import _next_digits_by_groups, _next_digits_by_keys
 
 
 def test_build_assigns_digits_in_item_order() -> None:
@@ -105,3 +106,47 @@ def test_save_load_round_trip_and_corruption(tmp_path: Path) -> None:
     dup.save(tmp_path / "dup.npz")
     with pytest.raises(CheckpointError, match="duplicate"):
         SidTable.load(tmp_path / "dup.npz")
+
+
+@pytest.mark.parametrize(
+    ("big", "dense"),
+    [(False, True), (False, False), (True, True)],
+    ids=["dense-keys", "searched-keys", "overflow-fallback"],
+)
+def test_extend_fast_path_matches_the_grouping_reference(
+    big: bool, dense: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`extend`'s key lookups (dense table or binary search) give the lexsort grouping
+    reference's digits, with unassigned rows, gaps in old digits, new groups and several new
+    items per group; codes beyond int64 keys take the reference path itself."""
+    import freshrec.semid.table as table_mod
+
+    if not dense:  # binary search whatever the key space
+        monkeypatch.setattr(table_mod, "DENSE_KEYS_PER_ROW", 0)
+        monkeypatch.setattr(table_mod, "DENSE_KEYS_MIN", 0)
+    rng = np.random.default_rng(0)
+    n, L = 3000, 3
+    scale = 2**40 if big else 1
+    codes = rng.integers(0, 6, (n, L)) * scale
+    table = SidTable.build(codes[:2000], np.arange(2000), n, max_collision=4096)
+    sids = table.sids.copy()
+    drop = rng.random(2000) < 0.1  # removed digits leave gaps; rows become unassigned
+    sids[np.flatnonzero(drop)] = -1
+    table = SidTable(sids, 4096)
+    new = rng.permutation(np.arange(2000, n))
+    new_codes = codes[new]
+    new_codes[::5] = rng.integers(0, 9, (len(new_codes[::5]), L)) * scale  # new groups
+    order = np.argsort(new, kind="stable")
+    assigned = table.assigned_mask
+    ref = _next_digits_by_groups(table.sids[assigned], new_codes[order])
+    fast = _next_digits_by_keys(table.sids, assigned, new_codes[order])
+    if big:
+        assert fast is None
+    else:
+        assert fast is not None
+        np.testing.assert_array_equal(fast, ref)
+    out = table.extend(new_codes, new)
+    np.testing.assert_array_equal(out.sids[new[order], -1], ref)
+    np.testing.assert_array_equal(out.sids[:2000], table.sids[:2000])
+    assigned_out = out.sids[out.assigned_mask]
+    assert np.unique(assigned_out, axis=0).shape[0] == assigned_out.shape[0]

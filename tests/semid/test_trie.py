@@ -129,3 +129,52 @@ def test_empty_trie():
     assert not trie.contains(_all_sids(VOCAB)[:5]).any()
     trie.add(_all_sids(VOCAB)[:2], np.array([4, 9]))
     assert trie.lookup(_all_sids(VOCAB)[:3]).tolist() == [4, 9, -1]
+
+
+def _reference_add(children: list[np.ndarray], sids: np.ndarray, items: np.ndarray) -> None:
+    """Plain-Python insertion: per level, the distinct missing (node, code) pairs get new
+    node ids in sorted pair order (the contract `SidTrie.add` implements with sorts)."""
+    node = [0] * len(sids)
+    for p in range(sids.shape[1]):
+        if p == sids.shape[1] - 1:
+            for i, sid in enumerate(sids):
+                children[p][node[i], sid[p]] = items[i]
+            break
+        missing = sorted(
+            {(node[i], int(s[p])) for i, s in enumerate(sids)}
+            - {(n, c) for n, c in zip(*np.nonzero(children[p] >= 0), strict=True)}
+        )
+        start = children[p + 1].shape[0]
+        for k, (n, c) in enumerate(missing):
+            children[p][n, c] = start + k
+        grow = np.full((len(missing), children[p + 1].shape[1]), -1, dtype=np.int64)
+        children[p + 1] = np.concatenate([children[p + 1], grow])
+        node = [int(children[p][node[i], s[p]]) for i, s in enumerate(sids)]
+
+
+@pytest.mark.parametrize(
+    "vocab",
+    [VOCAB, SidVocab(n_levels=4, codebook_size=65536, max_collision=4)],  # keys | row sort
+    ids=["keys", "rows"],
+)
+def test_build_and_add_match_a_plain_reference(vocab):
+    """Node ids, tables and duplicate errors equal a plain per-SID insertion, both on the
+    1-d key path and on the row-sort fallback (radix product beyond int64)."""
+    rng = np.random.default_rng(5)
+    grid = np.unique(rng.integers(0, 3, (120, vocab.sid_len)), axis=0)
+    grid[::7, 0] = vocab.sizes[0] - 1  # a few large codes
+    grid = np.unique(grid, axis=0)
+    sids = grid[rng.permutation(len(grid))]
+    items = rng.permutation(10 * len(sids))[: len(sids)]
+    half = len(sids) // 2
+    trie = SidTrie.build(sids[:half], items[:half], vocab)
+    trie.add(sids[half:], items[half:])
+    ref = [c.numpy() for c in SidTrie.empty(vocab).children]
+    _reference_add(ref, sids[:half], items[:half])
+    _reference_add(ref, sids[half:], items[half:])
+    for got, want in zip(trie.children, ref, strict=True):
+        assert np.array_equal(got.numpy(), want)
+    dup = np.concatenate([sids[:9], sids[[4, 2]]])
+    first = sorted(map(tuple, sids[[4, 2]]))[0]
+    with pytest.raises(ConfigError, match=rf"duplicate SID \[{', '.join(map(str, first))}\]"):
+        SidTrie.build(dup, np.arange(11), vocab)

@@ -161,7 +161,10 @@ def test_config_validation_and_paths(tmp_path: Path):
         ServeConfig.from_dict({"checkpoint": str(tmp_path), "max_batch": 0})
     with pytest.raises(ConfigError, match="nonsense"):
         ServeConfig.from_dict({"checkpoint": str(tmp_path), "nonsense": 1})
+    with pytest.raises(ConfigError, match="mode"):
+        ServeConfig.from_dict({"checkpoint": str(tmp_path), "mode": "greedy"})
     cfg = ServeConfig(checkpoint=tmp_path, work_dir=tmp_path / "w")
+    assert cfg.mode == "fresh"
     paths = cfg.paths()
     assert paths.state_dir == tmp_path / "w" / "ml-latest-small" / "serve"
     assert paths.edits_dir == paths.state_dir / "edits"

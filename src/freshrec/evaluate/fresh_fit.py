@@ -5,9 +5,10 @@
    Recall@20 on the requests whose target is new;
 2. its catalog temperature tau, by the likelihood of those targets;
 3. the freshness gate, a logistic model of "the target is new" on `gate_features`;
-4. the gate's scale a, bias b and the protected head, by the largest cold Recall@20 whose
-   warm Recall@20 and warm NDCG@10 stay within `budget` of the plain GR model's on the same
-   requests (ties: overall Recall@20).
+4. the gate's scale a and bias b (and the pinned head, `FitGrid.head`, 1 by default), by the
+   largest cold Recall@20 whose warm Recall@20 and warm NDCG@10 stay within `budget` of the
+   plain GR model's on the same requests (ties: overall Recall@20); when no setting keeps warm
+   quality, the new-item channel is switched off.
 Nothing here reads the test split. The returned `FreshParams.fitted` records the choice, the
 validation metrics and the frontier of every (a, b, head) tried.
 """

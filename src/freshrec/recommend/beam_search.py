@@ -5,7 +5,9 @@ normalisation as `sid_log_probs`), invalid children (`trie.children[p][node] < 0
 scores are summed along the beam and the best (beam, code) pairs over all beams of a request are
 kept with one `torch.topk`; `model.reorder` then gathers the KV cache. The only Python loop is
 over the sid_len positions. At the last level the child value is the item, so excluded items
-(e.g. the history) are masked there and the top_k results are read off directly.
+(e.g. the history) are masked there and the top_k results are read off directly: each
+request's excluded items are sorted once and the [B, K, size] candidate items are looked up in
+them with `torch.searchsorted` (memory O(B x E), independent of the catalog size).
 """
 
 from __future__ import annotations
@@ -34,7 +36,9 @@ class BeamResult(NamedTuple):
 def exclusion_mask(
     exclude: torch.Tensor | None, n_items: int, B: int, device: torch.device
 ) -> torch.Tensor | None:
-    """Bool[B, n_items + 1] True at excluded items (last column = sentinel for -1)."""
+    """Bool[B, n_items + 1] True at excluded items (last column = sentinel for -1). Dense:
+    B x n_items bytes (256 MB for 256 requests over 1M items); the exhaustive reference's.
+    The beam searches use `sorted_exclusions` + `is_excluded`, which give the same answers."""
     if exclude is None or exclude.numel() == 0:
         return None
     exclude = exclude.to(device).long()
@@ -43,6 +47,26 @@ def exclusion_mask(
     mask.scatter_(1, idx, True)
     mask[:, n_items] = False
     return mask
+
+
+def sorted_exclusions(
+    exclude: torch.Tensor | None, B: int, device: torch.device
+) -> torch.Tensor | None:
+    """Long[B, E]: each request's excluded items exclude Long[B, E] (-1 = padding) sorted
+    ascending, for `is_excluded`; None when there is nothing to exclude."""
+    if exclude is None or exclude.numel() == 0:
+        return None
+    return torch.sort(exclude.to(device).long().reshape(B, -1), dim=1).values.contiguous()
+
+
+def is_excluded(items: torch.Tensor, excl_sorted: torch.Tensor) -> torch.Tensor:
+    """Bool of items' shape [B, ...]: whether items[b, ...] is one of request b's excluded
+    items (excl_sorted Long[B, E] from `sorted_exclusions`). A binary search per item, no
+    [B, n_items] mask. Only meaningful where items >= 0 (-1 may match -1 padding)."""
+    B, E = excl_sorted.shape
+    flat = items.reshape(B, -1)
+    pos = torch.searchsorted(excl_sorted, flat).clamp_(max=E - 1)
+    return (excl_sorted.gather(1, pos) == flat).view(items.shape)
 
 
 @torch.no_grad()
@@ -72,8 +96,7 @@ def beam_search(
         empty = torch.zeros((0, top_k), dtype=torch.long, device=device)
         return BeamResult(empty, empty.float(), empty[:, :, None].expand(0, top_k, P))
     children = [c.to(device) for c in trie.children]
-    n_items = int(children[-1].max().item()) + 1 if children[-1].numel() else 0
-    excl = exclusion_mask(exclude, max(n_items, 1), B, device)
+    excl = sorted_exclusions(exclude, B, device)
 
     node = torch.zeros((B, 1), dtype=torch.long, device=device)  # trie node per beam
     scores = torch.zeros((B, 1), device=device)
@@ -91,7 +114,7 @@ def beam_search(
         child = children[p][node]  # [B, K, size]: next node (item at the last level)
         valid = child >= 0
         if p == P - 1 and excl is not None:
-            valid &= ~excl[rows[:, :, None], child.clamp(min=0)]
+            valid &= ~is_excluded(child, excl)
         cand = torch.where(valid, scores[:, :, None] + logp, NEG_INF).view(B, K * size)
         k = min(top_k if p == P - 1 else beam_size, K * size)
         scores, flat = torch.topk(cand, k, dim=1)  # sorted, best first

@@ -16,6 +16,7 @@ import numpy as np
 
 from freshrec.atomic import write_bytes
 from freshrec.errors import CheckpointError, ConfigError, DataError, UnknownItemError
+from freshrec.semid.keys import lex_keys
 from freshrec.semid.vocab import SidVocab
 
 _FORMAT_VERSION = 1
@@ -54,6 +55,61 @@ def _ranks_within_groups(group: np.ndarray, order: np.ndarray) -> np.ndarray:
     return ranks
 
 
+def _next_digits_by_groups(old: np.ndarray, new_codes: np.ndarray) -> np.ndarray:
+    """Collision digits int64[m] of new rows with codes int64[m, L] (sorted by item index)
+    next to the assigned SIDs old int64[n_old, L + 1]: the next free digit of each code
+    group (1 + its largest digit, 0 for a new group), then 1, 2, ... in row order. The
+    reference: groups old and new rows together, a lexsort of n_old + m rows."""
+    L, m_old = new_codes.shape[1], old.shape[0]
+    group, _order = _group_ids(np.concatenate([old[:, :L], new_codes], axis=0))
+    next_free = np.zeros(int(group.max()) + 1, dtype=np.int64)
+    if m_old:
+        np.maximum.at(next_free, group[:m_old], old[:, L] + 1)
+    new_group = group[m_old:]
+    rank = _ranks_within_groups(new_group, np.argsort(new_group, kind="stable"))
+    return next_free[new_group] + rank
+
+
+DENSE_KEYS_PER_ROW, DENSE_KEYS_MIN = 8, 2**16
+"""`_next_digits_by_keys` looks keys up in a dense int32 table when the key space has at most
+DENSE_KEYS_PER_ROW entries per table row + DENSE_KEYS_MIN, else by binary search."""
+
+
+def _next_digits_by_keys(
+    sids: np.ndarray, assigned: np.ndarray, new_codes: np.ndarray
+) -> np.ndarray | None:
+    """`_next_digits_by_groups` for a table sids int64[n, L + 1] (assigned rows: bool[n])
+    without sorting it: the m new code rows' distinct keys are numbered, and each old row's
+    key is looked up among them, in a dense table over the key space when it is small (3 x 64
+    codes: 262,144 keys; O(n)), else by binary search (O(n log m)). None when the codes' key
+    would overflow int64 (then use the reference)."""
+    L = new_codes.shape[1]
+    old_codes = sids[:, :L]
+    radix = new_codes.max(axis=0) + 1
+    if old_codes.size:  # unassigned rows are -1: they never raise the maximum
+        radix = np.maximum(radix, old_codes.max(axis=0) + 1)
+    new_keys = lex_keys(new_codes, radix)
+    if new_keys is None:
+        return None
+    uniq, group = np.unique(new_keys, return_inverse=True)
+    group = group.reshape(-1)
+    old_keys = lex_keys(old_codes, radix)  # meaningless on unassigned rows: masked below
+    assert old_keys is not None
+    space = int(np.prod(radix, dtype=np.int64))
+    if space <= DENSE_KEYS_PER_ROW * sids.shape[0] + DENSE_KEYS_MIN:
+        slot = np.full(space, -1, dtype=np.int32)
+        slot[uniq] = np.arange(len(uniq), dtype=np.int32)
+        pos = slot[np.where(assigned, old_keys, 0)]
+        hit = assigned & (pos >= 0)
+    else:
+        pos = np.minimum(np.searchsorted(uniq, old_keys), len(uniq) - 1)
+        hit = assigned & (uniq[pos] == old_keys)
+    next_free = np.zeros(len(uniq), dtype=np.int64)
+    np.maximum.at(next_free, pos[hit], sids[hit, L] + 1)
+    rank = _ranks_within_groups(group, np.argsort(group, kind="stable"))
+    return next_free[group] + rank
+
+
 class SidTable:
     """Semantic IDs of the catalog.
 
@@ -71,6 +127,14 @@ class SidTable:
         # writable only because torch warns on every non-writable numpy array it wraps.
         self.sids = np.array(sids, dtype=np.int64, order="C")
         self.max_collision = int(max_collision)
+
+    @classmethod
+    def _own(cls, sids: np.ndarray, max_collision: int) -> SidTable:
+        """A table taking ownership of sids int64[n_items, sid_len] (C order, made here; no
+        copy, unlike the constructor)."""
+        table = cls.__new__(cls)
+        table.sids, table.max_collision = sids, int(max_collision)
+        return table
 
     # ------------------------------------------------------------------ shape
     @property
@@ -209,10 +273,11 @@ class SidTable:
                 )
             grow_to = n_items
         codes, items_arr = self._check_inputs(codes, items_arr, grow_to, self.n_levels)
-        sids = np.full((grow_to, self.sid_len), -1, dtype=np.int64)
+        sids = np.empty((grow_to, self.sid_len), dtype=np.int64)
         sids[: self.n_items] = self.sids
+        sids[self.n_items :] = -1
         if items_arr.size == 0:
-            return SidTable(sids, self.max_collision)
+            return SidTable._own(sids, self.max_collision)
         taken = items_arr[items_arr < self.n_items]
         taken = taken[self.sids[taken, -1] >= 0]
         if taken.size:
@@ -223,24 +288,15 @@ class SidTable:
         L = self.n_levels
         by_item = np.argsort(items_arr, kind="stable")
         new_codes, new_items = codes[by_item], items_arr[by_item]
-        old = self.sids[self.assigned_mask]
-        m_old = old.shape[0]
-        # Group old and new rows together; old rows come first in each group's order.
-        all_codes = np.concatenate([old[:, :L], new_codes], axis=0)
-        group, _order = _group_ids(all_codes)
-        n_groups = int(group.max()) + 1
-        next_free = np.zeros(n_groups, dtype=np.int64)
-        if m_old:
-            np.maximum.at(next_free, group[:m_old], old[:, L] + 1)
-        new_group = group[m_old:]
-        new_order = np.argsort(new_group, kind="stable")  # stable: keeps item-index order
-        rank = _ranks_within_groups(new_group, new_order)
-        digit = next_free[new_group] + rank
+        assigned = self.assigned_mask
+        digit = _next_digits_by_keys(self.sids, assigned, new_codes)
+        if digit is None:  # codes too large for int64 keys
+            digit = _next_digits_by_groups(self.sids[assigned], new_codes)
         if digit.max() >= self.max_collision:
             raise self._overflow_error(new_codes, digit, self.max_collision)
         sids[new_items, :L] = new_codes
         sids[new_items, L] = digit
-        return SidTable(sids, self.max_collision)
+        return SidTable._own(sids, self.max_collision)
 
     # ------------------------------------------------------------------ queries
     def lookup(self, items: np.ndarray) -> np.ndarray:

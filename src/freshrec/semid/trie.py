@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from freshrec.errors import ConfigError
+from freshrec.semid.keys import lex_keys
 from freshrec.semid.vocab import SidVocab
 
 
@@ -76,9 +77,8 @@ class SidTrie:
             )
         if (items < 0).any():
             raise ConfigError("item indices must be >= 0")
-        uniq, counts = np.unique(sids, axis=0, return_counts=True)
-        if (counts > 1).any():
-            dup = uniq[counts > 1][0]
+        dup = _first_duplicate(sids, self.vocab.sizes)
+        if dup is not None:
             rows = np.flatnonzero((sids == dup).all(axis=1))
             raise ConfigError(
                 f"duplicate SID {dup.tolist()} for items {items[rows].tolist()}: "
@@ -105,14 +105,18 @@ class SidTrie:
             child = table[idx].cpu().numpy()
             missing = child < 0
             if missing.any():
-                # distinct new (node, code) pairs get consecutive new node ids at level p+1
-                pairs = np.stack([node[missing], sids[missing, p]], axis=1)
-                new_pairs, inverse = np.unique(pairs, axis=0, return_inverse=True)
-                new_ids = self.children[p + 1].shape[0] + np.arange(len(new_pairs), dtype=np.int64)
-                new_idx = torch.as_tensor(new_pairs, device=dev)
-                table[new_idx[:, 0], new_idx[:, 1]] = torch.as_tensor(new_ids, device=dev)
+                # distinct new (node, code) pairs get consecutive new node ids at level p+1, in
+                # (node, code) order: the key node * size + code sorts like the pair
+                size = self.vocab.sizes[p]
+                new_keys, inverse = np.unique(
+                    node[missing] * size + sids[missing, p], return_inverse=True
+                )
+                new_ids = self.children[p + 1].shape[0] + np.arange(len(new_keys), dtype=np.int64)
+                new_node = torch.as_tensor(new_keys // size, device=dev)
+                new_code = torch.as_tensor(new_keys % size, device=dev)
+                table[new_node, new_code] = torch.as_tensor(new_ids, device=dev)
                 grow = torch.full(
-                    (len(new_pairs), self.vocab.sizes[p + 1]), -1, dtype=torch.long, device=dev
+                    (len(new_keys), self.vocab.sizes[p + 1]), -1, dtype=torch.long, device=dev
                 )
                 self.children[p + 1] = torch.cat([self.children[p + 1], grow])
                 child[missing] = new_ids[inverse.reshape(-1)]
@@ -184,6 +188,20 @@ class SidTrie:
     def __repr__(self) -> str:
         nodes = [c.shape[0] for c in self.children]
         return f"SidTrie(items={self.n_items}, nodes_per_level={nodes})"
+
+
+def _first_duplicate(sids: np.ndarray, sizes: list[int]) -> np.ndarray | None:
+    """The lexicographically first SID of sids int64[n, sid_len] (codes within `sizes`) that
+    occurs more than once, or None. Sorts 1-d keys (`lex_keys`), rows only if keys overflow."""
+    keys = lex_keys(sids, sizes)
+    if keys is None:
+        uniq, counts = np.unique(sids, axis=0, return_counts=True)
+        return uniq[counts > 1][0] if (counts > 1).any() else None
+    ordered = np.sort(keys)
+    same = ordered[1:] == ordered[:-1]
+    if not same.any():
+        return None
+    return sids[np.flatnonzero(keys == ordered[1:][same][0])[0]]
 
 
 def _as_np(x: np.ndarray | torch.Tensor) -> np.ndarray:

@@ -54,6 +54,13 @@ def register(app: typer.Typer) -> None:
             float | None, typer.Option(help="micro-batch window in ms [2]")
         ] = None,
         beam_size: Annotated[int | None, typer.Option(help="beam size [20]")] = None,
+        mode: Annotated[
+            str | None,
+            typer.Option(
+                help="fresh: GR beam + new-item channel, added items recommended at once; "
+                "beam: the GR model alone, added items once edited in [fresh]"
+            ),
+        ] = None,
         edit_window: Annotated[
             float | None, typer.Option(help="seconds items wait to share an edit [0.5]")
         ] = None,
@@ -63,7 +70,8 @@ def register(app: typer.Typer) -> None:
         ] = None,
         log_level: Annotated[str | None, typer.Option(help="log level [info]")] = None,
     ) -> None:
-        """Serve recommendations over HTTP; new items go live seconds after POST /items.
+        """Serve recommendations over HTTP; added items are recommended as soon as POST /items
+        acknowledges them (mode fresh) and edited in within seconds.
 
         Writes need the API key ($FRESHREC_API_KEY or --api-key-file). See docs/SERVING.md."""
         from rich.console import Console
@@ -88,6 +96,7 @@ def register(app: typer.Typer) -> None:
                 "max_batch": max_batch,
                 "batch_window_ms": batch_window_ms,
                 "beam_size": beam_size,
+                "mode": mode,
                 "edit_batch_window_s": edit_window,
                 "log_level": log_level,
             }

@@ -22,7 +22,7 @@ import torch
 
 from freshrec.errors import ConfigError
 from freshrec.model.base import GenerativeRecommender
-from freshrec.recommend.beam_search import NEG_INF, BeamResult, exclusion_mask
+from freshrec.recommend.beam_search import NEG_INF, BeamResult, is_excluded, sorted_exclusions
 from freshrec.semid.trie import SidTrie
 
 VerifyMethod = Literal["cached", "teacher"]
@@ -230,8 +230,7 @@ class BeamStepper:
         history_tokens = history_tokens.to(device)
         B = history_tokens.shape[0]
         self.children = [c.to(device) for c in trie.children]
-        n_items = int(self.children[-1].max().item()) + 1 if self.children[-1].numel() else 0
-        self.excl = exclusion_mask(exclude, max(n_items, 1), B, device)
+        self.excl = sorted_exclusions(exclude, B, device)  # Long[B, E], sorted per row
         self.rows = torch.arange(B, device=device)
         self.state = model.decode_start(history_tokens) if B else {}
         self.node = torch.zeros((B, 1), dtype=torch.long, device=device)
@@ -286,8 +285,7 @@ class BeamStepper:
         child = self.children[p][self.node]
         valid = child >= 0
         if p == P - 1 and self.excl is not None:
-            rows = torch.arange(B, device=child.device)[:, None, None]
-            valid &= ~self.excl[rows, child.clamp(min=0)]
+            valid &= ~is_excluded(child, self.excl)
         cand = torch.where(valid, self.scores[:, :, None] + logp, NEG_INF).view(B, K * size)
         k = min(self.top_k if p == P - 1 else self.beam_size, K * size)
         self.scores, flat = torch.topk(cand, k, dim=1)
