@@ -1,7 +1,9 @@
 """Durability: SIGKILL the server after items are live and right after a 202, restart it on
 the same state, and check every acknowledged item and edit is back (same SIDs, same packs,
 same recommendations) while nothing half-written is loaded; an unreadable pack goes to
-quarantine; packs are compacted; one writer per state; a pack folder of its own."""
+quarantine; packs are compacted; one writer per catalog. The chain runs twice: on the default
+SQLite catalog and on a real PostgreSQL server (the `postgres` fixture). Then: a pack folder of
+its own, a state that belongs to one checkpoint."""
 
 from __future__ import annotations
 
@@ -12,37 +14,32 @@ import time
 
 import numpy as np
 import pytest
-from serve_helpers import KEY, Server, wait_status
+from serve_helpers import KEY, Server, item_payload, wait_status
 
 from freshrec.data import Split
 from freshrec.edit.pseudo import pseudo_requests
 
 
-@pytest.fixture(scope="module")
-def state(tmp_path_factory):
-    """Shared across the (ordered) tests of this module: folders, servers, expectations.
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def state(request, tmp_path_factory):
+    """Shared across the (ordered) tests of this module, once per catalog database (the
+    default SQLite file, then a real PostgreSQL server): folders, servers, expectations.
     Every server still running at the end (a failed test) is killed."""
-    root = tmp_path_factory.mktemp("serve-durable")
-    shared = {"root": root, "state": root / "state", "servers": []}
+    root = tmp_path_factory.mktemp(f"serve-durable-{request.param}")
+    shared = {"root": root, "state": root / "state", "servers": [], "db": {}}
+    if request.param == "postgresql":
+        pg = request.getfixturevalue("postgres")
+        shared["db"] = {"db_url": pg.create_database("durability")}
     yield shared
     for srv in shared["servers"]:
         srv.kill9()
 
 
 def start(serve_base, state: dict, name: str, **extra) -> Server:
-    srv = Server(serve_base.config(state["state"], **extra), state["root"], name)
+    srv = Server(serve_base.config(state["state"], **state["db"], **extra), state["root"], name)
     state["servers"].append(srv)
     state["server"] = srv.start()
     return srv
-
-
-def payload(split: Split, idx: list[int]) -> dict:
-    items = split.dataset.items
-    return {
-        "items": [
-            {"item_id": items.ids[i], "title": items.titles[i], "text": items.texts[i]} for i in idx
-        ]
-    }
 
 
 def recommend(c, hist: list[str], **kw) -> list[tuple[str, float]]:
@@ -76,7 +73,7 @@ def test_kill9_after_live(serve_base, state, ml_split, ml_emb, batches):
     first, _ = batches
     a = start(serve_base, state, "a")
     with a.client() as c:
-        assert c.post("/items", json=payload(ml_split, first), headers=KEY).status_code == 202
+        assert c.post("/items", json=item_payload(ml_split, first), headers=KEY).status_code == 202
         rows = wait_status(c, [ids[i] for i in first])
         p = pseudo_requests(ml_split, ml_emb, np.array(first[:1]), n_contexts=1, seed=1)
         seq = ml_split.sequence(int(p.user[0]))[: int(p.pos[0])][-20:]
@@ -117,7 +114,7 @@ def test_kill9_right_after_the_ack(serve_base, state, ml_split, batches):
     _, second = batches
     b = state["server"]
     with b.client() as c:
-        r = c.post("/items", json=payload(ml_split, second), headers=KEY)
+        r = c.post("/items", json=item_payload(ml_split, second), headers=KEY)
         assert r.status_code == 202
         acks = {a["item_id"]: a["sid"] for a in r.json()["items"]}
         b.kill9()  # the edit window is 30 s: nothing was edited yet
@@ -219,10 +216,11 @@ def test_compaction(serve_base, state):
         assert r.status_code == 409
         assert f"folded into {folded}" in r.json()["detail"]
 
-        twin = Server(serve_base.config(state["state"]), state["root"], "twin")
+        twin = Server(serve_base.config(state["state"], **state["db"]), state["root"], "twin")
         with pytest.raises(RuntimeError, match="server exited with 2"):
-            twin.start()  # a second writer on the same state is refused at once
-        assert "in use by another freshrec service (pid" in twin.logs()
+            twin.start()  # a second writer on the same catalog is refused at once
+        holder = "(PostgreSQL backend" if state["db"] else "(pid"
+        assert f"in use by another freshrec service {holder}" in twin.logs()
     e.kill9()
 
     f = start(serve_base, state, "f")
