@@ -81,12 +81,29 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
     )
     app.state.service = None
     app.state.gate = gate
+    add_error_handlers(app)
+    add_api_routes(app)
+    add_probe_routes(app, gate)
+    app.add_middleware(GatewayMiddleware, gate=gate)
+    app.add_middleware(
+        MetricsMiddleware,
+        metrics=lambda: app.state.service.metrics if app.state.service is not None else None,
+    )
+    return app
 
-    def svc() -> Service:
-        s = app.state.service
-        if s is None:
-            raise ServeError(503, "the service is starting")
-        return s
+
+def serving(app: FastAPI) -> Service:
+    """The app's started service (ServeError 503 while it starts)."""
+    s = app.state.service
+    if s is None:
+        raise ServeError(503, "the service is starting")
+    return s
+
+
+def add_error_handlers(app: FastAPI) -> None:
+    """Every error as JSON {"detail": ...}: ServeError with its status (401 with
+    WWW-Authenticate, 429 / 503 with Retry-After), other freshrec errors 422, validation
+    errors as `bodies.validation_message` maps them, Starlette's HTTP errors as they are."""
 
     @app.exception_handler(ServeError)
     async def _serve_error(_req: Request, exc: ServeError) -> JSONResponse:
@@ -110,12 +127,15 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
     async def _http(_req: Request, exc: StarletteHTTPException) -> JSONResponse:
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
-    # ------------------------------------------------------------------ endpoints
+
+def add_api_routes(app: FastAPI) -> None:
+    """/recommend, /items and /edits."""
+
     @app.post("/recommend")
     async def recommend(body: RecommendIn) -> dict[str, Any]:
         """Top-k items for a history of item ids (micro-batched beam search)."""
         t0 = time.perf_counter()
-        s = svc()
+        s = serving(app)
         query = s.resolve_query(
             body.history, body.top_k, body.exclude_seen, body.only_new, body.user
         )
@@ -135,22 +155,27 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
             )
             for i in body.items
         ]
-        return {"items": svc().add_items(items)}
+        return {"items": serving(app).add_items(items)}
 
     @app.get("/items/{item_id:path}")
     async def get_item(item_id: str) -> dict[str, Any]:
         """An item's SID, status (pending | live | failed | rolled_back) and pack."""
-        return svc().item(item_id)
+        return serving(app).item(item_id)
 
     @app.get("/edits")
     def list_edits() -> dict[str, Any]:
         """The edit ledger, oldest first."""
-        return {"edits": svc().packs()}
+        return {"edits": serving(app).packs()}
 
     @app.delete("/edits/{pack_id}")
     def rollback(pack_id: str) -> dict[str, Any]:
         """Roll back an applied edit pack; its items stop being recommended."""
-        return svc().rollback(pack_id)
+        return serving(app).rollback(pack_id)
+
+
+def add_probe_routes(app: FastAPI, gate: Gate) -> None:
+    """/health, /ready and /metrics: answered on the event loop, never queued behind the
+    model."""
 
     @app.get("/health")
     async def health(request: Request) -> dict[str, Any]:
@@ -165,7 +190,7 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
     @app.get("/ready")
     async def ready() -> JSONResponse:
         """Readiness: 200 when this process should get traffic; 503 while starting, draining
-        or (a writer) without its writer lock."""
+        or (a replica) when its catalog polls fail."""
         s = app.state.service
         reason = "draining" if gate.draining else "starting" if s is None else s.not_ready_reason()
         if reason:
@@ -175,18 +200,11 @@ def create_app(config: ServeConfig, service: Service | None = None) -> FastAPI:
     @app.get("/metrics", response_class=PlainTextResponse)
     async def metrics() -> PlainTextResponse:
         """Prometheus text format."""
-        m = svc().metrics
+        m = serving(app).metrics
         for kind, n in gate.inflight.items():
             m.set("freshrec_requests_in_flight", n, {"class": kind})
         m.set("freshrec_http_shed_total", gate.shed)
         return PlainTextResponse(m.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
-
-    app.add_middleware(GatewayMiddleware, gate=gate)
-    app.add_middleware(
-        MetricsMiddleware,
-        metrics=lambda: app.state.service.metrics if app.state.service is not None else None,
-    )
-    return app
 
 
 # ---------------------------------------------------------------------------------- runner
