@@ -18,7 +18,7 @@ from serve_helpers import check_catalog_store
 from freshrec.errors import ConfigError
 from freshrec.serve.catalog import CatalogStore
 from freshrec.serve.local_postgres import LocalPostgres
-from freshrec.serve.state import WriterLock
+from freshrec.serve.state import PG_LOCK_KEY, WriterLock
 
 
 def test_catalog_store_on_postgres(postgres: LocalPostgres) -> None:
@@ -62,7 +62,7 @@ def test_writer_lock_is_an_advisory_lock_released_by_kill9(postgres: LocalPostgr
         f"""
         import sys, time
         from freshrec.serve.catalog import CatalogStore
-        from freshrec.serve.state import WriterLock
+        from freshrec.serve.state import PG_LOCK_KEY, WriterLock
         lock = WriterLock(CatalogStore({url!r}).engine, None)
         lock.acquire()
         print("held", flush=True)
@@ -89,3 +89,42 @@ def test_writer_lock_is_an_advisory_lock_released_by_kill9(postgres: LocalPostgr
     again.release()
     first.close()
     second.close()
+
+
+def test_writer_lock_check_takes_a_lost_lock_again_unless_taken(postgres: LocalPostgres) -> None:
+    """`WriterLock.check()`: a lock whose session ended (a database restart, a terminated
+    backend) is taken again when it is free, and reported lost when another session has it."""
+    url = postgres.create_database("lock_check")
+    store, other = CatalogStore(url), CatalogStore(url)
+
+    def terminate_holder() -> None:
+        with other.engine.connect() as conn:
+            conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = "
+                    "'advisory' AND granted AND objid = :lo AND classid = :hi"
+                ),
+                {"lo": PG_LOCK_KEY & 0xFFFFFFFF, "hi": PG_LOCK_KEY >> 32},
+            )
+
+    lock = WriterLock(store.engine, None)
+    lock.acquire()
+    assert lock.check() is None
+    terminate_holder()
+    assert lock.check() is None  # free: taken again
+    assert lock.held()
+    terminate_holder()
+    rival = WriterLock(other.engine, None)
+    for _ in range(100):  # the terminated session lets go of the lock at once; allow a moment
+        try:
+            rival.acquire()
+            break
+        except ConfigError:
+            time.sleep(0.05)
+    reason = lock.check()
+    assert reason is not None
+    assert "in use by another freshrec service" in reason
+    rival.release()
+    lock.release()
+    store.close()
+    other.close()

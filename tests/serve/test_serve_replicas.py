@@ -6,6 +6,7 @@ while the writer is down, and follows the restarted writer."""
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -172,3 +173,45 @@ def test_the_replica_serves_while_the_writer_is_down_and_follows_its_restart(
             PICKUP_S,
             "the replica follows the restarted writer",
         )
+
+
+def test_a_writer_that_loses_its_lock_stops_writing(cluster, postgres, ml_split: Split) -> None:
+    """The writer's advisory lock lives in a database session: when that session ends (here
+    the backend is terminated) while another session waits for the lock, the other one gets
+    it and the writer refuses writes and fails readiness instead of writing beside it."""
+    import psycopg
+
+    from freshrec.serve.state import PG_LOCK_KEY
+
+    writer = cluster["writer2"]
+    dbname = cluster["shared"]["db_url"].rsplit("/", 1)[1]
+
+    def connect() -> psycopg.Connection:
+        return psycopg.connect(
+            host="127.0.0.1", port=postgres.port, user="postgres", dbname=dbname, autocommit=True
+        )
+
+    with connect() as rival, connect() as admin:
+        waiting = threading.Thread(
+            target=lambda: rival.execute("SELECT pg_advisory_lock(%s)", (PG_LOCK_KEY,))
+        )
+        waiting.start()  # queued behind the writer's session
+        (pid,) = admin.execute(
+            "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND granted "
+            "AND objid = %s AND classid = %s",
+            (PG_LOCK_KEY & 0xFFFFFFFF, PG_LOCK_KEY >> 32),
+        ).fetchone()
+        admin.execute("SELECT pg_terminate_backend(%s)", (pid,))
+        waiting.join(30)
+        assert not waiting.is_alive()  # the rival holds the lock now
+        with writer.client() as w:
+            until(lambda: w.get("/ready").status_code == 503, PICKUP_S, "the writer not ready")
+            assert "lost its writer lock" in w.get("/ready").json()["reason"]
+            film = item_payload(ml_split, [int(np.flatnonzero(ml_split.is_new)[-1])])
+            res = w.post("/items", json=film, headers=KEY)
+            assert res.status_code == 503
+            assert "lost its writer lock" in res.json()["detail"]
+            warm = np.flatnonzero(~np.asarray(ml_split.is_new, dtype=bool))[:5]
+            hist = [ml_split.dataset.items.ids[i] for i in warm]
+            assert len(top(w, hist)) == 10  # reads are still answered
+    assert "writes are refused from now on" in writer.logs()

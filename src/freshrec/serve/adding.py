@@ -55,10 +55,10 @@ def no_free_sid(svc: Service, ids: Sequence[str], emb: np.ndarray) -> None:
 
 def add_items(svc: Service, items: Sequence[NewItem]) -> list[dict[str, Any]]:
     """Persist new items as pending (one transaction) and queue their edit; returns the
-    acknowledgements [{"item_id", "sid", "status"}]. ServeError: 503 on a read replica, 413
-    too many, 409 duplicate ids, 422 empty texts, 507 an item's code group is full."""
-    if svc.config.read_only:
-        raise ServeError(503, "this is a read-only replica: send writes to the writer")
+    acknowledgements [{"item_id", "sid", "status"}]. ServeError: 503 on a read replica or a
+    writer that lost its lock, 413 too many, 409 duplicate ids, 422 empty texts, 507 an
+    item's code group is full."""
+    svc.check_writer()
     ids = check_new_items(items, svc.config.max_items_per_post)
     check_new(svc, ids)
     texts = new_item_texts(items, svc.text_label)

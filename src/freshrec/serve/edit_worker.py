@@ -182,6 +182,9 @@ class EditWorker:
         """Save the pack and record it in the ledger; on failure re-queue `todo` (the folder,
         if written, is unreferenced and removed at the next start) and return False."""
         svc = self.svc
+        if svc.lock_lost is not None:  # no longer the writer: leave the items pending
+            log.error("edit pack %s not recorded: %s", pack.pack_id, svc.lock_lost)
+            return False
         folder = svc.pack_store.folder(pack.pack_id)
         try:
             pack.save(folder)
@@ -256,6 +259,7 @@ class EditWorker:
         """Roll back an applied pack (any of them, not only the latest): its items become
         `rolled_back` and stop being recommended. ServeError 404 unknown, 409 not applied."""
         svc = self.svc
+        svc.check_writer()
         with self.lock:
             row = svc.store.pack(pack_id)
             if row is None:
@@ -291,7 +295,7 @@ class EditWorker:
         are at least `compact_min` of them (module `compaction`). Failures are logged; the
         packs then stay as they are."""
         svc, cfg = self.svc, self.svc.config
-        if not cfg.compact:
+        if not cfg.compact or svc.lock_lost is not None:
             return
         with self.lock:
             rows = svc.store.packs(APPLIED)

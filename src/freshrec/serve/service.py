@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 import time
 import zlib
@@ -66,7 +67,9 @@ from freshrec.serve.metrics import service_metrics
 from freshrec.serve.recovery import check_identity, recover
 from freshrec.serve.state import PackStore, WriterLock, check_layout
 
+log = logging.getLogger("freshrec.serve")
 RETRIES = 3  # wider-beam retries of rows that history exclusion leaves short
+LOCK_CHECK_S = 2.0  # how often a PostgreSQL writer checks that it still holds its lock
 
 
 class Service:
@@ -79,6 +82,7 @@ class Service:
         self.config = config
         self.api_key = config.api_key()
         self.role = "replica" if config.read_only else "writer"
+        self.lock_lost: str | None = None  # why this writer stopped writing (lock lost)
         # torch's OpenMP thread count is per calling thread: each worker sets its own
         self._rec_threads = config.threads()
         self.recipe = config.load_recipe()
@@ -199,6 +203,8 @@ class Service:
                 ("freshrec-embedder", self._load_embedder),
                 ("freshrec-edit", self.worker.run),
             ]
+            if self.store.dialect == "postgresql":  # a file lock cannot be lost
+                workers.append(("freshrec-lock", self._watch_lock))
         self.batcher.start()
         for name, target in workers:
             t = threading.Thread(target=target, name=name, daemon=True)
@@ -216,9 +222,26 @@ class Service:
         self.writer_lock.release()
         self.store.close()
 
+    def _watch_lock(self) -> None:
+        def lost(reason: str) -> None:
+            self.lock_lost = f"this service lost its writer lock ({reason}); restart it"
+            log.error("%s: writes are refused from now on", self.lock_lost)
+
+        self.writer_lock.watch(self.stopping, lost, LOCK_CHECK_S)
+
+    def check_writer(self) -> None:
+        """ServeError 503 unless this process may write: a read replica never, a writer that
+        lost its lock (another writer may have taken the catalog) no more."""
+        if self.config.read_only:
+            raise ServeError(503, "this is a read-only replica: send writes to the writer")
+        if self.lock_lost is not None:
+            raise ServeError(503, self.lock_lost)
+
     def not_ready_reason(self) -> str | None:
-        """Why this process should get no traffic now (None: ready). A replica whose last
-        successful catalog poll is older than 30 s is not ready."""
+        """Why this process should get no traffic now (None: ready): a writer that lost its
+        writer lock; a replica whose last successful catalog poll is older than 30 s."""
+        if self.lock_lost is not None:
+            return self.lock_lost
         if self.follower is not None:
             lag = self.follower.lag()
             if lag > max(30.0, 10 * self.config.follow_interval_s):

@@ -30,8 +30,9 @@ import os
 import re
 import shutil
 import socket
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import IO, Any
 
@@ -269,6 +270,33 @@ class WriterLock:
         except sa.exc.SQLAlchemyError:
             return False
         return True
+
+    def check(self) -> str | None:
+        """None while the lock is held; a PostgreSQL lock whose session ended (a database
+        restart, a terminated backend) is taken again if nobody else took it meanwhile;
+        otherwise the reason this process is no longer the writer."""
+        if self.held():
+            return None
+        self.release()
+        try:
+            self.acquire()
+        except ConfigError as exc:
+            return str(exc)
+        except sa.exc.SQLAlchemyError as exc:
+            return f"cannot reach the catalog database to take the writer lock again ({exc})"
+        log.warning("the writer lock's database session ended; the lock was taken again")
+        return None
+
+    def watch(
+        self, stopping: threading.Event, on_lost: Callable[[str], None], every_s: float
+    ) -> None:
+        """A writer's thread: `check()` every `every_s` seconds until `stopping`; calls
+        `on_lost(reason)` once and returns when the lock is gone for good."""
+        while not stopping.wait(every_s):
+            reason = self.check()
+            if reason is not None:
+                on_lost(reason)
+                return
 
     def release(self) -> None:
         if self._file is not None:
