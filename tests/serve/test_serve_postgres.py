@@ -1,8 +1,9 @@
 """The catalog store and the one-writer lock on a real PostgreSQL server (the `postgres`
 fixture: pgserver's binaries or a system installation, started for the test session).
 
-The service-level PostgreSQL tests (kill -9 and restart, two replicas over one catalog) are in
-test_serve_durability.py and test_serve_replicas.py."""
+Then a writer whose database goes away. The other service-level PostgreSQL tests (kill -9 and
+restart, two replicas over one catalog) are in test_serve_durability.py and
+test_serve_replicas.py."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
+import numpy as np
 import pytest
 import sqlalchemy as sa
-from serve_helpers import check_catalog_store
+from serve_helpers import KEY, Server, check_catalog_store, item_payload
 
 from freshrec.errors import ConfigError
 from freshrec.serve.catalog import CatalogStore
@@ -109,9 +112,9 @@ def test_writer_lock_check_takes_a_lost_lock_again_unless_taken(postgres: LocalP
 
     lock = WriterLock(store.engine, None)
     lock.acquire()
-    assert lock.check() is None
+    assert lock.check() == ("held", None)
     terminate_holder()
-    assert lock.check() is None  # free: taken again
+    assert lock.check() == ("held", None)  # free: taken again
     assert lock.held()
     terminate_holder()
     rival = WriterLock(other.engine, None)
@@ -121,10 +124,44 @@ def test_writer_lock_check_takes_a_lost_lock_again_unless_taken(postgres: LocalP
             break
         except ConfigError:
             time.sleep(0.05)
-    reason = lock.check()
-    assert reason is not None
-    assert "in use by another freshrec service" in reason
+    state, reason = lock.check()
+    assert state == "lost"
+    assert "in use by another freshrec service" in str(reason)
     rival.release()
     lock.release()
     store.close()
     other.close()
+
+
+def test_a_writer_whose_database_goes_away(serve_base, tmp_path: Path, ml_split) -> None:
+    """The catalog database stops under a running writer (its own server here): writes and
+    ledger reads answer 503 (nothing acknowledged), recommendations and /health go on from
+    memory, /ready fails with the reason."""
+    pg = LocalPostgres().start()
+    try:
+        url = pg.create_database("going_away")
+        srv = Server(serve_base.config(tmp_path / "state", db_url=url), tmp_path, "writer")
+        srv.start()
+        warm = np.flatnonzero(~np.asarray(ml_split.is_new, dtype=bool))[:5]
+        hist = [ml_split.dataset.items.ids[i] for i in warm]
+        new = [int(np.flatnonzero(ml_split.is_new)[-2])]
+        with srv.client() as c:
+            assert c.get("/ready").status_code == 200
+            pg.stop()
+            r = c.post("/items", json=item_payload(ml_split, new), headers=KEY)
+            assert r.status_code == 503, r.text
+            assert "catalog database is unavailable" in r.json()["detail"]
+            assert r.headers["retry-after"] == "1"
+            assert c.get("/edits").status_code == 503
+            assert c.post("/recommend", json={"history": hist}).status_code == 200
+            assert c.get("/health").status_code == 200
+            deadline = time.monotonic() + 15
+            while c.get("/ready").status_code != 503:
+                assert time.monotonic() < deadline, "/ready still 200 without the database"
+                time.sleep(0.2)
+            assert "cannot be reached" in c.get("/ready").json()["reason"]
+        assert "500 Internal Server Error" not in srv.logs()
+    finally:
+        if "srv" in locals():
+            srv.kill9()
+        pg.stop()

@@ -26,6 +26,7 @@ from contextlib import asynccontextmanager
 from types import FrameType
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -102,8 +103,9 @@ def serving(app: FastAPI) -> Service:
 
 def add_error_handlers(app: FastAPI) -> None:
     """Every error as JSON {"detail": ...}: ServeError with its status (401 with
-    WWW-Authenticate, 429 / 503 with Retry-After), other freshrec errors 422, validation
-    errors as `bodies.validation_message` maps them, Starlette's HTTP errors as they are."""
+    WWW-Authenticate, 429 / 503 with Retry-After), an unreachable catalog database 503, other
+    freshrec errors 422, validation errors as `bodies.validation_message` maps them,
+    Starlette's HTTP errors as they are."""
 
     @app.exception_handler(ServeError)
     async def _serve_error(_req: Request, exc: ServeError) -> JSONResponse:
@@ -113,6 +115,14 @@ def add_error_handlers(app: FastAPI) -> None:
         return JSONResponse(
             {"detail": exc.message, **exc.extra}, status_code=exc.status, headers=headers
         )
+
+    @app.exception_handler(sa.exc.OperationalError)
+    @app.exception_handler(sa.exc.InterfaceError)
+    @app.exception_handler(sa.exc.TimeoutError)
+    async def _db_down(_req: Request, exc: Exception) -> JSONResponse:
+        log.warning("catalog database unavailable: %s", exc)
+        detail = "the catalog database is unavailable; nothing was written, retry later"
+        return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
 
     @app.exception_handler(FreshrecError)
     async def _freshrec_error(_req: Request, exc: FreshrecError) -> JSONResponse:

@@ -83,6 +83,7 @@ class Service:
         self.api_key = config.api_key()
         self.role = "replica" if config.read_only else "writer"
         self.lock_lost: str | None = None  # why this writer stopped writing (lock lost)
+        self.db_down: str | None = None  # the catalog database unreachable at the last check
         # torch's OpenMP thread count is per calling thread: each worker sets its own
         self._rec_threads = config.threads()
         self.recipe = config.load_recipe()
@@ -223,11 +224,13 @@ class Service:
         self.store.close()
 
     def _watch_lock(self) -> None:
-        def lost(reason: str) -> None:
-            self.lock_lost = f"this service lost its writer lock ({reason}); restart it"
-            log.error("%s: writes are refused from now on", self.lock_lost)
+        def report(state: str, why: str | None) -> None:
+            self.db_down = why if state == "down" else None
+            if state == "lost":
+                self.lock_lost = f"this service lost its writer lock ({why}); restart it"
+                log.error("%s: writes are refused from now on", self.lock_lost)
 
-        self.writer_lock.watch(self.stopping, lost, LOCK_CHECK_S)
+        self.writer_lock.watch(self.stopping, report, LOCK_CHECK_S)
 
     def check_writer(self) -> None:
         """ServeError 503 unless this process may write: a read replica never, a writer that
@@ -239,9 +242,12 @@ class Service:
 
     def not_ready_reason(self) -> str | None:
         """Why this process should get no traffic now (None: ready): a writer that lost its
-        writer lock; a replica whose last successful catalog poll is older than 30 s."""
+        writer lock or cannot reach its database; a replica whose last successful catalog
+        poll is older than 30 s."""
         if self.lock_lost is not None:
             return self.lock_lost
+        if self.db_down is not None:
+            return self.db_down
         if self.follower is not None:
             lag = self.follower.lag()
             if lag > max(30.0, 10 * self.config.follow_interval_s):

@@ -271,31 +271,35 @@ class WriterLock:
             return False
         return True
 
-    def check(self) -> str | None:
-        """None while the lock is held; a PostgreSQL lock whose session ended (a database
-        restart, a terminated backend) is taken again if nobody else took it meanwhile;
-        otherwise the reason this process is no longer the writer."""
+    def check(self) -> tuple[str, str | None]:
+        """("held", None) while the lock is held. A PostgreSQL lock whose session ended (a
+        database restart, a terminated backend) is taken again if it is free: ("held", None);
+        ("down", why) while the database cannot be reached (tried again at the next check);
+        ("lost", why) when another session holds it: this process is no longer the writer."""
         if self.held():
-            return None
+            return "held", None
         self.release()
         try:
             self.acquire()
         except ConfigError as exc:
-            return str(exc)
+            return "lost", str(exc)
         except sa.exc.SQLAlchemyError as exc:
-            return f"cannot reach the catalog database to take the writer lock again ({exc})"
+            return "down", f"the catalog database cannot be reached ({str(exc)[:300]})"
         log.warning("the writer lock's database session ended; the lock was taken again")
-        return None
+        return "held", None
 
     def watch(
-        self, stopping: threading.Event, on_lost: Callable[[str], None], every_s: float
+        self,
+        stopping: threading.Event,
+        report: Callable[[str, str | None], None],
+        every_s: float,
     ) -> None:
-        """A writer's thread: `check()` every `every_s` seconds until `stopping`; calls
-        `on_lost(reason)` once and returns when the lock is gone for good."""
+        """A writer's thread: `check()` every `every_s` seconds until `stopping`, each result
+        passed to `report(state, why)`; returns after the first "lost"."""
         while not stopping.wait(every_s):
-            reason = self.check()
-            if reason is not None:
-                on_lost(reason)
+            state, why = self.check()
+            report(state, why)
+            if state == "lost":
                 return
 
     def release(self) -> None:
