@@ -7,7 +7,8 @@
 - `edit_worker.EditWorker`: the background edits (one pack per batch window) and rollbacks;
 - `recovery`: a writer's start-up from the catalog database and the edit ledger
   (`catalog.CatalogStore`); `follower.Follower`: a read replica's view of its writer's catalog;
-- `state`: the layout check, the pack store (`PackStore`) and the one-writer lock.
+- `state`: the layout check, the pack store (`PackStore`) and the one-writer lock;
+- `status`: the gauges, the /health summary and the ledger view.
 
 Adding items (`adding.add_items`): validate everything -> embed the texts (MiniLM, the loaders' text
 format) -> assign SIDs -> insert the rows as `pending` in one transaction -> acknowledge; the
@@ -60,12 +61,12 @@ from freshrec.serve.inputs import (
     ServeError,
     category_label,
     check_query,
-    iso_time,
 )
 from freshrec.serve.live import LiveCatalog
 from freshrec.serve.metrics import service_metrics
 from freshrec.serve.recovery import check_identity, recover
 from freshrec.serve.state import PackStore, WriterLock, check_layout
+from freshrec.serve.status import health, ledger, update_gauges
 
 log = logging.getLogger("freshrec.serve")
 RETRIES = 3  # wider-beam retries of rows that history exclusion leaves short
@@ -261,24 +262,7 @@ class Service:
 
     def update_gauges(self) -> None:
         """Gauges and the /health summary (callers hold the state lock)."""
-        counts = self.live.counts()
-        for status, n in counts.items():
-            self.metrics.set("freshrec_items", n, {"status": status})
-        n_warm = self.live.n_warm
-        quarantined = self.pack_store.quarantined()
-        self.metrics.set("freshrec_warm_items", n_warm)
-        self.metrics.set("freshrec_live_items", n_warm + counts["live"])
-        self.metrics.set("freshrec_pending_items", counts[PENDING])
-        self.metrics.set("freshrec_edit_packs_applied", len(self.serve_stack))
-        self.metrics.set("freshrec_packs_quarantined", len(quarantined))
-        # read without locks by /health on the event loop: replaced, never changed in place
-        self._summary = {
-            "warm_items": n_warm,
-            "live_new_items": self.session.catalog.size("new"),
-            "pending_items": counts[PENDING],
-            "packs_applied": len(self.serve_stack),
-            "quarantined_packs": quarantined,
-        }
+        self._summary = update_gauges(self)
 
     # ================================================================== recommend
     def resolve_query(
@@ -385,34 +369,8 @@ class Service:
 
     def packs(self) -> list[dict[str, Any]]:
         """The edit ledger, oldest first."""
-        return [
-            {
-                "pack_id": r.pack_id,
-                "status": r.status,
-                "created_at": iso_time(r.created_at),
-                "items": r.items,
-                "note": r.note,
-            }
-            for r in self.store.packs()
-        ]
+        return ledger(self.store)
 
     def health(self) -> dict[str, Any]:
         """The /health summary: read without locks (the probe runs on the event loop)."""
-        worker = self.worker
-        out = {
-            "status": "ok",
-            "role": self.role,
-            "editor": worker.state if self.role == "writer" else "none (replica)",
-            "editing": len(worker.editing),
-            "queued": len(worker.queue),
-            **self._summary,
-            "checkpoint_hash": self.serve_stack.base_hash[:16],
-            "arch": self.model.arch,
-            "batching": self.config.batching,
-            "uptime_s": round(time.time() - self.started_at, 1),
-            "last_edit": worker.last_edit,
-            "last_compaction": worker.last_compaction,
-        }
-        if self.follower is not None:
-            out["replica"] = self.follower.report()
-        return out
+        return health(self)
