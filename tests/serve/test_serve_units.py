@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import threading
@@ -349,3 +350,27 @@ def test_metrics_label_sets_are_bounded():
     text = m.render()
     assert text.count("c_total{") == MAX_SERIES + 1
     assert 'c_total{series="overflow"} 50' in text
+
+
+def test_cli_options_become_the_serve_config(tmp_path: Path):
+    """`freshrec serve` options over a config file: given options win, the others keep the
+    file's values, replicas and load bounds are reachable from the command line."""
+    from freshrec.serve.cli import serve_config
+
+    cfg_file = tmp_path / "serve.json"
+    cfg_file.write_text(json.dumps({"checkpoint": str(tmp_path), "port": 9000, "beam_size": 7}))
+    options = {"port": None, "read_only": True, "follow_interval_s": 0.5, "mode": "beam",
+               "max_inflight_recommend": 3, "db_url": "postgresql+psycopg://u@h/db"}  # fmt: skip
+    cfg = serve_config(options, cfg_file, "cpu", ["train.epochs=1"], ["lam=300"])
+    assert (cfg.port, cfg.beam_size) == (9000, 7)  # from the file
+    assert cfg.read_only is True
+    assert cfg.follow_interval_s == 0.5
+    assert cfg.mode == "beam"
+    assert cfg.max_inflight_recommend == 3
+    assert cfg.db_url == "postgresql+psycopg://u@h/db"
+    assert cfg.overrides == ["train.epochs=1"]
+    assert cfg.edit["lam"] == 300
+    with pytest.raises(ConfigError, match="--checkpoint is required"):
+        serve_config({}, None, "cpu", [], [])
+    with pytest.raises(ConfigError, match="follow_interval_s"):
+        serve_config({"checkpoint": tmp_path, "follow_interval_s": 0}, None, "cpu", [], [])

@@ -8,7 +8,9 @@ Binaries: those of the `pgserver` package (a pip-installable PostgreSQL build, i
 extras) or of a system installation (`postgres` on PATH, /usr/lib/postgresql/*/bin).
 `postgres_binaries()` returns None where neither exists. PostgreSQL refuses to run as root:
 as root, the server runs as the `postgres` account if there is one, else `nobody`, with a
-copy of the binaries when that account cannot run them where they are installed.
+copy of the binaries when that account cannot run them where they are installed. `stop()`
+(or leaving the `with` block) shuts the server down and deletes its folder; a process killed
+with SIGKILL leaves its server running (postgres has no parent-death signal).
 """
 
 from __future__ import annotations
