@@ -232,6 +232,7 @@ def main() -> None:
         server_defaults={
             "mode": "fresh",
             "beam_size": 20,
+            "fresh_gr_beam": "the recipe's evaluation beam (50), no wider-beam retries",
             "max_batch": 32,
             "batch_window_ms": 2.0,
             "max_inflight_recommend": 24,

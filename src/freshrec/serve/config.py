@@ -74,7 +74,13 @@ class ServeConfig(BaseModel):
     batch_window_ms: float = Field(
         2.0, ge=0, le=1000, description="how long the first request waits for company"
     )
-    beam_size: int = Field(20, ge=1, le=1000)
+    beam_size: int = Field(
+        20,
+        ge=1,
+        le=1000,
+        description="beam of the constrained search (mode beam, with wider-beam retries of "
+        "short rows); mode fresh uses at least the recipe's evaluation beam, as calibrated",
+    )
     mode: Literal["fresh", "beam"] = Field(
         "fresh",
         description="fresh: GR beam + new-item channel, an added item is recommendable as soon "
