@@ -94,6 +94,10 @@ def report(result: dict[str, Any], path: Path) -> None:
         "",
         *targets(result),
         "",
+        "`errors`: requests that failed (transport errors, answers other than 200 and 429) over "
+        "every level; `errors_5xx`: answers with a status >= 500; 429s are shed load, counted "
+        "apart. Latencies are over answered (200) requests.",
+        "",
         f"Shed at concurrency 128: {result['shed_share_c128']} of the requests (429 at once); "
         f"the answered ones p99 {result['p99_ms_c128_answered']} ms. /health p99 at 128: "
         f"{result['health_p99_ms_c128']} ms. PostgreSQL writer c8: "
