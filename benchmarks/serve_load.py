@@ -124,35 +124,60 @@ def _ms(values: list[float], q: float) -> float | None:
     return round(float(np.percentile(np.asarray(values) * 1000, q)), 1) if values else None
 
 
+PROBE = """
+import http.client, sys, time
+port, every_s, out = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+with open(out, "w") as f:
+    while True:
+        t0 = time.perf_counter()
+        try:
+            conn.request("GET", "/health")
+            r = conn.getresponse()
+            r.read()
+            ok = r.status == 200
+        except (OSError, http.client.HTTPException):
+            ok = False
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        f.write(f"{time.perf_counter() - t0:.6f} {int(ok)}\\n")
+        f.flush()
+        time.sleep(every_s)
+"""
+
+
 class HealthProbe:
-    """GET /health in a loop (one keep-alive connection, a fresh one after an error) while a
-    load level runs, as a liveness probe would; latencies of every probe."""
+    """GET /health in a loop from a process of its own (as a liveness probe would: the load
+    generator's threads do not delay it), one keep-alive connection, a fresh one after an
+    error; latencies of every probe."""
 
     def __init__(self, srv: Server, every_s: float = 0.05) -> None:
         self.srv, self.every_s = srv, every_s
         self.lat: list[float] = []
         self.failed = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        conn = self.srv.conn()
-        while not self._stop.wait(self.every_s):
-            t0 = time.perf_counter()
-            try:
-                ok = self.srv.get("/health", conn)[0] == 200
-            except (OSError, http.client.HTTPException, ValueError):
-                ok, conn = False, self.srv.conn()
-            self.lat.append(time.perf_counter() - t0)
-            self.failed += not ok
+        self._out = srv.folder / f"{srv.name}.probe.{os.getpid()}.{id(self)}.txt"
+        self._proc: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> HealthProbe:
-        self._thread.start()
+        argv = [sys.executable, "-c", PROBE, str(self.srv.port), str(self.every_s), str(self._out)]
+        self._proc = subprocess.Popen(argv)
+        deadline = time.monotonic() + 10  # the level starts once the probe answers
+        while time.monotonic() < deadline and not (
+            self._out.exists() and self._out.stat().st_size > 0
+        ):
+            time.sleep(0.01)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(30)
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.wait(30)
+        lines = self._out.read_text().splitlines() if self._out.exists() else []
+        for line in lines:
+            parts = line.split()
+            if len(parts) == 2:  # a line cut by the kill is dropped
+                self.lat.append(float(parts[0]))
+                self.failed += parts[1] != "1"
+        self._out.unlink(missing_ok=True)
 
     def summary(self) -> dict[str, Any]:
         return {

@@ -159,8 +159,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
     secs = [row["seconds"] for row in result["live"].values()]
     pg = result.get("postgres")
     if pg is not None:
-        for r in pg["replica_rounds"]:
-            names.append(f"replica pickup, {r['items']}")
+        for i, r in enumerate(pg["replica_rounds"], 1):
+            names.append(f"replica pickup #{i}, {r['items']} item(s)")
             secs.append(r["pickup_s"])
     n_live = len(result["live"])
     bx.barh(names, secs, color=["C0"] * n_live + ["C2"] * (len(names) - n_live))
