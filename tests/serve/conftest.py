@@ -10,6 +10,7 @@ input, and editing such a model cannot make an item recommendable to anyone in p
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 import shutil
 from dataclasses import dataclass
@@ -109,3 +110,21 @@ def serve_base(tmp_path_factory, ml_split: Split, ml_emb: np.ndarray, ml_sids) -
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copy(cache_path(TEST_CACHE, texts), dst)
     return ServeBase(work, _trained(recipe, ml_split, tok, table), overrides)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server for the session (`freshrec.serve.local_postgres`: the binaries
+    of the pgserver package, else a system installation); skipped only where neither exists
+    or the psycopg driver is missing."""
+    from freshrec.serve.local_postgres import LocalPostgres, postgres_binaries
+
+    if importlib.util.find_spec("psycopg") is None:
+        pytest.skip("PostgreSQL tests need the psycopg driver: pip install 'psycopg[binary]'")
+    if postgres_binaries() is None:
+        pytest.skip(
+            "no PostgreSQL to start: neither the pgserver package (pip install pgserver) nor "
+            "a system postgres with initdb was found"
+        )
+    with LocalPostgres() as pg:
+        yield pg

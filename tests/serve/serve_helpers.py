@@ -13,6 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
+import pytest
+import sqlalchemy as sa
+
+from freshrec.data import Split
+from freshrec.serve.catalog import CatalogStore, ItemRow
 
 API_KEY = "test-key-0123456789abcdef"
 KEY = {"X-API-Key": API_KEY}
@@ -105,3 +111,86 @@ def wait_status(
         assert not bad, f"items ended {bad}"
         time.sleep(0.2)
     raise AssertionError(f"items not {status} within {timeout} s: {rows}")
+
+
+def closest_warm_history(split: Split, emb: np.ndarray, item: int, n: int = 10) -> list[str]:
+    """Item ids of the n warm items whose text is closest to `item`'s, least similar first."""
+    e = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+    sims = e @ e[item]
+    sims[np.asarray(split.is_new, dtype=bool)] = -np.inf
+    near = np.argsort(-sims)[:n][::-1]
+    return [split.dataset.items.ids[i] for i in near]
+
+
+def item_payload(split: Split, idx: list[int]) -> dict[str, Any]:
+    """A POST /items body with the dataset's own titles and texts of items `idx`."""
+    items = split.dataset.items
+    return {
+        "items": [
+            {"item_id": items.ids[i], "title": items.titles[i], "text": items.texts[i]} for i in idx
+        ]
+    }
+
+
+# ------------------------------------------------------------------------------ catalog store
+def row(item_id: str, idx: int, sid=(1, 2, 3, 0)) -> ItemRow:
+    emb = np.arange(4, dtype=np.float32).tobytes()
+    return ItemRow(item_id, idx, f"t{item_id}", f"text {item_id}", sid, emb, 1.0, "pending")
+
+
+def check_catalog_store(url: str) -> None:
+    """The catalog store's transactions and ledger on an empty database at `url`."""
+    store = CatalogStore(url)
+    assert store.state_id() is None
+    state_id = store.state_id(create=True)
+    assert store.state_id(create=True) == state_id  # created once
+    fp0 = store.fingerprint()
+    store.add_items([row("a", 10), row("b", 11)])
+    with pytest.raises(sa.exc.IntegrityError):
+        store.add_items([row("c", 12), row("a", 13)])  # one duplicate: nothing is written
+    assert [r.item_id for r in store.items()] == ["a", "b"]
+    assert store.item("a") == row("a", 10)
+    assert np.frombuffer(store.item("a").embedding, np.float32).tolist() == [0, 1, 2, 3]
+    assert [r.item_id for r in store.items(["b"])] == ["b"]
+    assert [(r.item_id, r.embedding) for r in store.item_states()] == [("a", b""), ("b", b"")]
+    fp1 = store.fingerprint()
+    assert fp1 != fp0
+
+    p1 = store.record_pack("p1", "p1", ["a"], ["b"], "no context", now=5.0)
+    assert store.fingerprint() != fp1
+    assert store.item("a").status == "live"
+    assert store.item("a").live_at == 5.0
+    assert store.item("b").status == "failed"
+    assert store.item("b").error == "no context"
+    assert store.count_by_status() == {"live": 1, "failed": 1}
+    assert store.rollback_pack(p1.seq, "p1") == ["a"]
+    assert store.item("a").status == "rolled_back"
+    assert store.item("a").live_at is None
+    assert store.pack("p1").status == "rolled_back"
+
+    store.add_items([row("c", 12), row("d", 13)])
+    p2 = store.record_pack("p2", "p2", ["c"])
+    assert store.mark_pack_lost(p2.seq, "p2", "missing folder") == ["c"]
+    assert store.item("c").status == "pending"
+    assert store.item("c").pack_id is None
+    p2b = store.record_pack("p2", "p2", ["c"])  # re-edited: a new row, same pack id
+    assert store.pack("p2").seq == p2b.seq
+    p3 = store.record_pack("p3", "p3", ["d"])
+    folded = store.record_compaction("p4", "p4", [p2b, p3])
+    assert folded.items == ["c", "d"]
+    assert [r.status for r in store.packs()] == [
+        "rolled_back",
+        "lost",
+        "compacted",
+        "compacted",
+        "applied",
+    ]
+    assert store.pack("p3").note == "folded into p4"
+    assert [r.pack_id for r in store.packs("applied")] == ["p4"]
+    assert {store.item(i).pack_id for i in "cd"} == {"p4"}
+    store.close()
+    # reopened: everything is still there
+    again = CatalogStore(url)
+    assert [r.item_id for r in again.items()] == ["a", "b", "c", "d"]
+    assert again.state_id() == state_id
+    again.close()

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from serve_helpers import API_KEY, KEY, Server, wait_status
+from serve_helpers import API_KEY, KEY, Server, item_payload, wait_status
 
 from freshrec.data import Split
 from freshrec.edit.pseudo import pseudo_requests
@@ -25,7 +25,7 @@ def server(serve_base, tmp_path_factory):
     # mode "beam": added items are recommended once edited in (what these tests check);
     # test_serve_fresh.py covers the default mode "fresh"
     srv = Server(
-        serve_base.config(folder / "state", max_items_per_post=50, mode="beam"), folder
+        serve_base.config(folder / "state", max_items_per_post=100, mode="beam"), folder
     ).start()
     yield srv
     srv.stop()
@@ -41,15 +41,6 @@ def client(server):
 def new_items(ml_split: Split) -> list[int]:
     """The first N_NEW dataset new items (indices): genuinely new to the service."""
     return np.flatnonzero(ml_split.is_new)[:N_NEW].tolist()
-
-
-def payload(split: Split, idx: list[int]) -> dict:
-    items = split.dataset.items
-    return {
-        "items": [
-            {"item_id": items.ids[i], "title": items.titles[i], "text": items.texts[i]} for i in idx
-        ]
-    }
 
 
 def history(split: Split, user: int, pos: int, max_len: int = 20) -> list[str]:
@@ -179,9 +170,9 @@ def test_item_errors(client, ml_split: Split):
         ({"items": [item("e4", colour="red")]}, 422, "colour: Extra inputs are not permitted"),
         ({"items": []}, 422, "items is empty"),
         (
-            {"items": [item(f"many-{i}") for i in range(51)]},
+            {"items": [item(f"many-{i}") for i in range(101)]},
             413,
-            "51 items in one request; at most 50",
+            "101 items in one request; at most 100",
         ),
         ({"items": [item("big", description="x" * 1_100_000)]}, 413, "payload larger than"),
         ({"item_id": "x", "title": "t"}, 422, "items: Field required"),
@@ -190,6 +181,60 @@ def test_item_errors(client, ml_split: Split):
         r = client.post("/items", json=body, headers=KEY)
         assert r.status_code == status, (body if len(str(body)) < 300 else status, r.text)
         assert message in r.json()["detail"], r.text
+
+
+def test_http_level_errors(server, client):
+    """Content type, chunked bodies over the limit, coercion and the key before the body."""
+    body = json.dumps({"history": ["1"]}).encode()
+    for ctype in ("text/plain", "application/x-www-form-urlencoded"):
+        r = client.post("/recommend", content=body, headers={"content-type": ctype})
+        assert r.status_code == 415, r.text
+        assert "must be JSON" in r.json()["detail"]
+    ok = client.post("/recommend", content=body, headers={"content-type": "application/json"})
+    assert ok.status_code == 200
+
+    def chunks():  # no Content-Length: the limit is enforced while the body streams
+        yield b'{"items": [{"item_id": "chunky", "title": "'
+        for _ in range(20):
+            yield b"x" * 100_000
+        yield b'"}]}'
+
+    r = client.post("/items", content=chunks(), headers={**KEY, "content-type": "application/json"})
+    assert r.status_code == 413, r.text
+    assert "payload larger than 1000000 bytes" in r.json()["detail"]
+    assert client.get("/items/chunky").status_code == 404
+
+    r = client.post("/recommend", json={"history": [True]})
+    assert r.status_code == 422
+    assert "history[0]: item ids are strings (or integers), got a boolean" in r.json()["detail"]
+    # writes: the key is checked before the body is read
+    torn = {"content-type": "application/json"}
+    assert client.post("/items", content=b"{", headers=torn).status_code == 401
+    assert client.post("/items", content=b"{", headers={**KEY, **torn}).status_code == 400
+
+
+def test_a_full_code_group_is_507(client):
+    """65 items with one text share all codes: 64 collision digits fit, the rest cannot."""
+    text = "A film about nothing in particular, made twice over."
+    body = {"items": [item(f"same-{i}", text=text) for i in range(65)]}
+    r = client.post("/items", json=body, headers=KEY)
+    assert r.status_code == 507, r.text
+    out = r.json()
+    assert out["full_items"]
+    assert set(out["full_items"]) <= {f"same-{i}" for i in range(65)}
+    assert "no free semantic ID" in out["detail"]
+    assert "operator" in out["detail"]
+    assert "max_collision" not in out["detail"]  # nothing the client could change
+    assert client.get("/items/same-0").status_code == 404  # nothing was added
+
+
+def test_methods_do_not_grow_the_metrics(server, client):
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        for i in range(40):
+            c.request(f"M{i:04d}X", "/recommend")
+    text = client.get("/metrics").text
+    assert "M0000X" not in text
+    assert 'method="other"' in text
 
 
 def test_bad_requests_changed_nothing(client):
@@ -221,7 +266,7 @@ def test_new_items_become_recommendable(client, ml_split: Split, ml_emb, new_ite
             targets
         )
 
-    r = client.post("/items", json=payload(ml_split, first), headers=KEY)
+    r = client.post("/items", json=item_payload(ml_split, first), headers=KEY)
     assert r.status_code == 202, r.text
     acks = r.json()["items"]
     assert [a["item_id"] for a in acks] == [ids[i] for i in first]
@@ -299,7 +344,7 @@ def test_concurrent_recommends_during_an_edit(client, ml_split: Split, new_items
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(16)]
     for t in threads:
         t.start()
-    r = client.post("/items", json=payload(ml_split, batch), headers=KEY)
+    r = client.post("/items", json=item_payload(ml_split, batch), headers=KEY)
     assert r.status_code == 202
     try:
         wait_status(client, [ids[i] for i in batch])
@@ -324,7 +369,9 @@ def test_rollback(client, ml_split: Split, new_items):
     assert r.status_code == 200, r.text
     assert sorted(r.json()["items"]) == sorted(batch)
     assert r.json()["status"] == "rolled_back"
-    assert all(client.get(f"/items/{i}").json()["status"] == "rolled_back" for i in batch)
+    rows = [client.get(f"/items/{i}").json() for i in batch]
+    assert all(r["status"] == "rolled_back" for r in rows)
+    assert all(r["live_at"] is None and r["pack_id"] == pack for r in rows)
     after = ids_of(client.post("/recommend", json={"history": hist, "top_k": 50, "only_new": True}))
     assert not set(batch) & set(after)
     assert after
@@ -368,7 +415,10 @@ def test_metrics(client):
 def test_state_folder_layout(server):
     state = Path(server.config["state_dir"])
     assert (state / "catalog.db").is_file()
-    packs = sorted(p.name for p in (state / "edits").iterdir())
+    assert (state / "catalog.db.writer.lock").is_file()
+    marker = json.loads((state / "edits" / ".freshrec-packs").read_text())
+    assert marker["format"] == "freshrec-packs"
+    packs = sorted(p.name for p in (state / "edits").iterdir() if not p.name.startswith("."))
     assert len(packs) == 3
     assert all(len(p) == 16 for p in packs)
     manifest = json.loads((state / "edits" / packs[0] / "manifest.json").read_text())

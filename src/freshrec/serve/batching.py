@@ -102,15 +102,25 @@ class MicroBatcher(Generic[Q, R]):
                 if self.on_batch is not None:
                     self.on_batch(1, time.perf_counter() - t0)
                 return out
+        future = self.submit_future(query)
+        try:
+            return future.result(timeout)
+        except FutureTimeout:
+            future.cancel()
+            raise TimeoutError(f"no result within {timeout} s") from None
+
+    def submit_future(self, query: Q) -> Future:
+        """Queue `query` and return the Future of its result (batching on only); cancelling
+        the Future before its batch starts drops the query."""
+        if self._closed:
+            raise BatcherClosedError("the service is shutting down")
+        if not self.enabled:
+            raise RuntimeError("submit_future needs batching; call submit")
         if self._thread is None:
             self.start()
         job: _Job[Q, R] = _Job(query)
         self._queue.put(job)
-        try:
-            return job.future.result(timeout)
-        except FutureTimeout:
-            job.future.cancel()
-            raise TimeoutError(f"no result within {timeout} s") from None
+        return job.future
 
     # ------------------------------------------------------------------ worker
     def _collect(self, first: _Job[Q, R]) -> tuple[list[_Job[Q, R]], bool]:

@@ -1,17 +1,5 @@
-"""The service's durable state: items added through the API and the edit ledger.
-
-Three tables (SQLAlchemy Core, so any SQLAlchemy database URL works):
-
-    items   one row per item added through the API: item_id (unique), idx (the model-side item
-            index, unique), title, text (what was embedded), sid ("c0-c1-c2-d"), embedding
-            (float32 blob, so restarts never re-embed), created_at, status, pack_id, live_at,
-            error. status: pending (acknowledged, not edited yet) | live (its edit pack is
-            applied) | failed (the edit could not teach it; see error) | rolled_back.
-    edits   the edit ledger, one row per pack in application order (seq): pack_id,
-            created_at, items (JSON list of item ids), path (pack folder), status: applied |
-            rolled_back | lost (folder missing or corrupt at start; its items were re-queued).
-    meta    what the state belongs to: tokenizer fingerprint, checkpoint content hash, prepared
-            data hash (the service refuses to start on another checkpoint or tokenizer).
+"""The service's durable state: items added through the API and the edit ledger
+(`CatalogStore`, over the tables of `freshrec.serve.tables`).
 
 The warm catalog the model was trained on is not copied here: it is the prepared split.
 
@@ -20,18 +8,18 @@ Durability: SQLite runs in WAL mode with `synchronous=FULL` and every write is o
 write interrupted half-way leaves nothing behind.
 
 PostgreSQL: pass a SQLAlchemy URL instead of the default SQLite file, e.g.
-`freshrec serve --db postgresql+psycopg://freshrec:secret@db-host/freshrec` (install the
-`psycopg` driver). The same statements run there (`embedding` becomes `bytea`); tables are
-created on first start. Edit pack folders stay on the service's disk (`edits_dir`), so several
-service hosts need that folder on shared storage.
+`freshrec serve --db postgresql+psycopg://freshrec:secret@db-host/freshrec` (the `psycopg`
+driver). The same statements run there (`embedding` becomes `bytea`); tables are created on
+first start. The pack folder (`edits_dir`) must then be shared storage when replicas on other
+hosts read the catalog (docs/SERVING.md, "Production").
 """
 
 from __future__ import annotations
 
 import json
 import time
+import uuid
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,131 +27,39 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from freshrec.errors import ConfigError
-
-PENDING, LIVE, FAILED, ROLLED_BACK = "pending", "live", "failed", "rolled_back"
-APPLIED, LOST = "applied", "lost"
-ITEM_STATUSES = (PENDING, LIVE, FAILED, ROLLED_BACK)
-PACK_STATUSES = (APPLIED, ROLLED_BACK, LOST)
-
-metadata = sa.MetaData()
-
-items_table = sa.Table(
-    "items",
+from freshrec.serve.tables import (
+    APPLIED,
+    COMPACTED,
+    FAILED,
+    ITEM_STATUSES,
+    LIVE,
+    LOST,
+    PACK_STATUSES,
+    PENDING,
+    ROLLED_BACK,
+    ItemRow,
+    PackRow,
+    edits_table,
+    items_table,
+    meta_table,
     metadata,
-    sa.Column("item_id", sa.String(512), primary_key=True),
-    sa.Column("idx", sa.Integer, nullable=False, unique=True),
-    sa.Column("title", sa.Text, nullable=False),
-    sa.Column("text", sa.Text, nullable=False),
-    sa.Column("sid", sa.String(255), nullable=False),
-    sa.Column("embedding", sa.LargeBinary, nullable=False),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("status", sa.String(16), nullable=False, index=True),
-    sa.Column("pack_id", sa.String(64), nullable=True, index=True),
-    sa.Column("live_at", sa.Float, nullable=True),
-    sa.Column("error", sa.Text, nullable=True),
+    sid_from_str,
 )
 
-edits_table = sa.Table(
-    "edits",
-    metadata,
-    sa.Column("seq", sa.Integer, primary_key=True, autoincrement=True),
-    sa.Column("pack_id", sa.String(64), nullable=False, index=True),
-    sa.Column("created_at", sa.Float, nullable=False),
-    sa.Column("items", sa.Text, nullable=False),
-    sa.Column("path", sa.Text, nullable=False),
-    sa.Column("status", sa.String(16), nullable=False, index=True),
-    sa.Column("changed_at", sa.Float, nullable=True),
-    sa.Column("note", sa.Text, nullable=True),
-)
-
-
-meta_table = sa.Table(
-    "meta",
-    metadata,
-    sa.Column("key", sa.String(64), primary_key=True),
-    sa.Column("value", sa.Text, nullable=False),
-)
-
-
-def sid_to_str(sid: Sequence[int]) -> str:
-    return "-".join(str(int(c)) for c in sid)
-
-
-def sid_from_str(text: str) -> tuple[int, ...]:
-    return tuple(int(c) for c in text.split("-"))
-
-
-@dataclass(frozen=True)
-class ItemRow:
-    item_id: str
-    idx: int
-    title: str
-    text: str
-    sid: tuple[int, ...]
-    embedding: bytes
-    created_at: float
-    status: str
-    pack_id: str | None = None
-    live_at: float | None = None
-    error: str | None = None
-
-    def to_db(self) -> dict[str, Any]:
-        return {
-            "item_id": self.item_id,
-            "idx": self.idx,
-            "title": self.title,
-            "text": self.text,
-            "sid": sid_to_str(self.sid),
-            "embedding": self.embedding,
-            "created_at": self.created_at,
-            "status": self.status,
-            "pack_id": self.pack_id,
-            "live_at": self.live_at,
-            "error": self.error,
-        }
-
-    @classmethod
-    def from_db(cls, row: Any) -> ItemRow:
-        m = row._mapping
-        return cls(
-            item_id=m["item_id"],
-            idx=int(m["idx"]),
-            title=m["title"],
-            text=m["text"],
-            sid=sid_from_str(m["sid"]),
-            embedding=bytes(m["embedding"]),
-            created_at=float(m["created_at"]),
-            status=m["status"],
-            pack_id=m["pack_id"],
-            live_at=m["live_at"],
-            error=m["error"],
-        )
-
-
-@dataclass(frozen=True)
-class PackRow:
-    seq: int
-    pack_id: str
-    created_at: float
-    items: list[str]
-    path: str
-    status: str
-    changed_at: float | None = None
-    note: str | None = None
-
-    @classmethod
-    def from_db(cls, row: Any) -> PackRow:
-        m = row._mapping
-        return cls(
-            seq=int(m["seq"]),
-            pack_id=m["pack_id"],
-            created_at=float(m["created_at"]),
-            items=list(json.loads(m["items"])),
-            path=m["path"],
-            status=m["status"],
-            changed_at=m["changed_at"],
-            note=m["note"],
-        )
+__all__ = [
+    "APPLIED",
+    "COMPACTED",
+    "FAILED",
+    "ITEM_STATUSES",
+    "LIVE",
+    "LOST",
+    "PACK_STATUSES",
+    "PENDING",
+    "ROLLED_BACK",
+    "CatalogStore",
+    "ItemRow",
+    "PackRow",
+]
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -181,12 +77,18 @@ def _sqlite_begin(conn: Connection) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
+def _sqlite_begin_deferred(conn: Connection) -> None:
+    conn.exec_driver_sql("BEGIN")
+
+
 class CatalogStore:
     """Thin repository over the two tables. Each public write is one transaction."""
 
-    def __init__(self, url: str, *, echo: bool = False) -> None:
+    def __init__(self, url: str, *, echo: bool = False, read_only: bool = False) -> None:
+        """Open (and create the tables of) the catalog at `url`. `read_only`: a read
+        replica's store; its SQLite transactions do not take the write lock."""
         try:
-            self.engine: Engine = sa.create_engine(url, echo=echo, future=True)
+            self.engine: Engine = sa.create_engine(url, echo=echo, pool_pre_ping=True)
         except (sa.exc.ArgumentError, ImportError) as exc:
             raise ConfigError(f"cannot open the catalog database {url!r}: {exc}") from None
         self.url = url
@@ -195,7 +97,8 @@ class CatalogStore:
             if db and db != ":memory:" and not db.startswith("file:"):
                 Path(db).parent.mkdir(parents=True, exist_ok=True)
             sa.event.listen(self.engine, "connect", _sqlite_pragmas)
-            sa.event.listen(self.engine, "begin", _sqlite_begin)
+            begin = _sqlite_begin_deferred if read_only else _sqlite_begin
+            sa.event.listen(self.engine, "begin", begin)
         try:
             metadata.create_all(self.engine)
         except sa.exc.SQLAlchemyError as exc:
@@ -218,6 +121,12 @@ class CatalogStore:
         with self.engine.connect() as conn:
             return {row[0]: row[1] for row in conn.execute(sa.select(meta_table))}
 
+    def state_id(self, create: bool = False) -> str | None:
+        """The id that the pack folder's marker names (created once by the writer)."""
+        if create:
+            self.set_meta({"state_id": uuid.uuid4().hex})
+        return self.meta().get("state_id")
+
     def set_meta(self, values: dict[str, str]) -> None:
         """Insert keys that are not there yet (existing values are never overwritten)."""
         have = self.meta()
@@ -234,11 +143,52 @@ class CatalogStore:
         with self.engine.begin() as conn:
             conn.execute(items_table.insert(), [r.to_db() for r in rows])
 
-    def items(self) -> list[ItemRow]:
-        """Every added item, by model index."""
+    def items(self, ids: Sequence[str] | None = None) -> list[ItemRow]:
+        """Every added item (or those of `ids`), by model index."""
+        q = sa.select(items_table).order_by(items_table.c.idx)
+        if ids is not None:
+            q = q.where(items_table.c.item_id.in_(list(ids)))
         with self.engine.connect() as conn:
-            res = conn.execute(sa.select(items_table).order_by(items_table.c.idx))
-            return [ItemRow.from_db(r) for r in res]
+            return [ItemRow.from_db(r) for r in conn.execute(q)]
+
+    def item_states(self) -> list[ItemRow]:
+        """Every added item without its text and embedding (empty), by model index: what a
+        read replica polls."""
+        cols = [c for c in items_table.c if c.name not in ("text", "embedding")]
+        with self.engine.connect() as conn:
+            res = conn.execute(sa.select(*cols).order_by(items_table.c.idx))
+            return [
+                ItemRow(
+                    item_id=m["item_id"],
+                    idx=int(m["idx"]),
+                    title=m["title"],
+                    text="",
+                    sid=sid_from_str(m["sid"]),
+                    embedding=b"",
+                    created_at=float(m["created_at"]),
+                    status=m["status"],
+                    pack_id=m["pack_id"],
+                    live_at=m["live_at"],
+                    error=m["error"],
+                )
+                for m in (r._mapping for r in res)
+            ]
+
+    def fingerprint(self) -> tuple[Any, ...]:
+        """A cheap summary that changes whenever an item or ledger row is added or changes
+        status (items per status, the largest index, ledger rows per status, the last seq)."""
+        with self.engine.connect() as conn:
+            items = conn.execute(
+                sa.select(items_table.c.status, sa.func.count(), sa.func.max(items_table.c.idx))
+                .group_by(items_table.c.status)
+                .order_by(items_table.c.status)
+            ).all()
+            packs = conn.execute(
+                sa.select(edits_table.c.status, sa.func.count(), sa.func.max(edits_table.c.seq))
+                .group_by(edits_table.c.status)
+                .order_by(edits_table.c.status)
+            ).all()
+        return tuple(tuple(r) for r in items), tuple(tuple(r) for r in packs)
 
     def item(self, item_id: str) -> ItemRow | None:
         with self.engine.connect() as conn:
@@ -326,7 +276,9 @@ class CatalogStore:
     def rollback_pack(self, seq: int, pack_id: str) -> list[str]:
         """Ledger row -> rolled_back and its live items -> rolled_back, in one transaction.
         Returns the rolled-back item ids."""
-        return self._retire_pack(seq, pack_id, {"status": ROLLED_BACK}, {"status": ROLLED_BACK})
+        return self._retire_pack(
+            seq, pack_id, {"status": ROLLED_BACK}, {"status": ROLLED_BACK, "live_at": None}
+        )
 
     def mark_pack_lost(self, seq: int, pack_id: str, note: str) -> list[str]:
         """Ledger row -> lost; its live items go back to pending (to be edited again).
@@ -362,6 +314,38 @@ class CatalogStore:
                     items_table.update().where(items_table.c.item_id.in_(ids)).values(**items)
                 )
         return ids
+
+    def record_compaction(
+        self, pack_id: str, path: str, folded: Sequence[PackRow], now: float | None = None
+    ) -> PackRow:
+        """One transaction: the folded packs' rows -> compacted (note: the new pack), a ledger
+        row (applied) for the pack that replaces them, and their live items -> that pack."""
+        now = time.time() if now is None else now
+        ids = [r.pack_id for r in folded]
+        items = [i for r in folded for i in r.items]
+        with self.engine.begin() as conn:
+            conn.execute(
+                edits_table.update()
+                .where(edits_table.c.seq.in_([r.seq for r in folded]))
+                .values(status=COMPACTED, note=f"folded into {pack_id}", changed_at=now)
+            )
+            res = conn.execute(
+                edits_table.insert().values(
+                    pack_id=pack_id,
+                    created_at=now,
+                    items=json.dumps(items),
+                    path=path,
+                    status=APPLIED,
+                    note=f"compaction of {len(ids)} packs: {', '.join(ids)}"[:2000],
+                )
+            )
+            seq = int(res.inserted_primary_key[0])
+            conn.execute(
+                items_table.update()
+                .where(items_table.c.pack_id.in_(ids) & (items_table.c.status == LIVE))
+                .values(pack_id=pack_id)
+            )
+        return PackRow(seq, pack_id, now, items, path, APPLIED)
 
     def requeue(self, item_ids: Iterable[str]) -> None:
         """Items back to pending (their pack is not applied)."""

@@ -4,9 +4,10 @@ Where things live (defaults follow the recipe's workspace, `freshrec.workspace`)
 
     <work>/prepared/, tokenizer/, embeddings/   what the model was trained on (read only)
     <work>/cache/                               edit statistics (key covariances), reused
-    <state_dir> = <work>/serve/                 the service's own state:
-        catalog.db                              SQLite catalog + edit ledger (or `db_url`)
-        edits/<pack_id>/                        edit packs (`edits_dir`)
+    <state_dir> = <work>/serve/                 the service's own state (`state.py`):
+        catalog.db, catalog.db.writer.lock      SQLite catalog + edit ledger (or `db_url`)
+        edits/                                  the pack store (`edits_dir`), owned by the
+                                                service: <pack_id>/, quarantine/
 
 The API key is never part of the config: it comes from the environment variable
 `FRESHREC_API_KEY` or from `api_key_file` (first line, stripped), checked in that order.
@@ -29,6 +30,7 @@ from freshrec.workspace import Workspace
 
 API_KEY_ENV = "FRESHREC_API_KEY"
 MIN_KEY_CHARS = 16
+MIN_KEY_DISTINCT = 8  # distinct characters: refuses "aaaaaaaaaaaaaaaa" and short patterns
 
 # Serving defaults for edits: the reliability check (two beam searches over the pack's edit
 # requests) would roughly double the time to live; it stays available as an option.
@@ -50,7 +52,19 @@ class ServeConfig(BaseModel):
     db_url: str | None = Field(
         None, description="SQLAlchemy URL of the catalog (default sqlite:///<state_dir>/catalog.db)"
     )
-    edits_dir: Path | None = Field(None, description="edit packs (default <state_dir>/edits)")
+    edits_dir: Path | None = Field(
+        None,
+        description="the pack store (default <state_dir>/edits): a folder of its own, shared by "
+        "the writer and its read replicas",
+    )
+    read_only: bool = Field(
+        False,
+        description="a read replica: serves the catalog that the writer keeps in the same "
+        "database and pack folder (polled every follow_interval_s); writes answer 503",
+    )
+    follow_interval_s: float = Field(
+        1.0, gt=0, le=60, description="seconds between a replica's polls of the catalog"
+    )
     # --- access
     api_key_file: Path | None = Field(None, description=f"used when ${API_KEY_ENV} is unset")
     open_reads: bool = Field(True, description="False: reads need the API key too")
@@ -60,7 +74,13 @@ class ServeConfig(BaseModel):
     batch_window_ms: float = Field(
         2.0, ge=0, le=1000, description="how long the first request waits for company"
     )
-    beam_size: int = Field(20, ge=1, le=1000)
+    beam_size: int = Field(
+        20,
+        ge=1,
+        le=1000,
+        description="beam of the constrained search (mode beam, with wider-beam retries of "
+        "short rows); mode fresh uses at least the recipe's evaluation beam, as calibrated",
+    )
     mode: Literal["fresh", "beam"] = Field(
         "fresh",
         description="fresh: GR beam + new-item channel, an added item is recommendable as soon "
@@ -70,6 +90,29 @@ class ServeConfig(BaseModel):
     max_top_k: int = Field(100, ge=1, le=1000)
     max_history_items: int = Field(1000, ge=1, description="longest history a request may send")
     request_timeout_s: float = Field(30.0, gt=0)
+    # --- load shedding and shutdown
+    max_inflight_recommend: int = Field(
+        24,
+        ge=1,
+        description="/recommend requests in flight at most; beyond, 429 at once (about "
+        "throughput x latency target: 100 req/s x 0.25 s)",
+    )
+    max_inflight_writes: int = Field(
+        4, ge=1, description="POST /items and DELETE /edits in flight at most; beyond, 429"
+    )
+    max_inflight_other: int = Field(
+        64, ge=1, description="other requests in flight at most (probes excepted); beyond, 429"
+    )
+    drain_grace_s: float = Field(
+        1.0,
+        ge=0,
+        le=600,
+        description="after SIGTERM: seconds the service keeps serving with /ready failing, so "
+        "that load balancers stop sending, before it stops accepting connections",
+    )
+    drain_timeout_s: float = Field(
+        30.0, gt=0, le=3600, description="after SIGTERM: seconds in-flight requests may take"
+    )
     # --- writes
     max_payload_bytes: int = Field(1_000_000, ge=1024)
     max_items_per_post: int = Field(500, ge=1)
@@ -83,6 +126,13 @@ class ServeConfig(BaseModel):
     )
     edit_seed: int = 0
     warmup: bool = Field(True, description="compute edit statistics at start, not on 1st edit")
+    compact: bool = Field(True, description="fold old packs into one pack in the background")
+    compact_keep: int = Field(
+        8, ge=0, description="the newest applied packs kept as they are (rolled back one by one)"
+    )
+    compact_min: int = Field(
+        8, ge=2, description="fold once this many applied packs are older than the kept ones"
+    )
     # --- process
     torch_threads: int | None = Field(
         None, ge=1, description="torch threads of the recommender (None = half the cores)"
@@ -163,6 +213,12 @@ class ServeConfig(BaseModel):
             )
         if len(key) < MIN_KEY_CHARS:
             raise ConfigError(f"the API key from {source} is shorter than {MIN_KEY_CHARS} chars")
+        if len(set(key)) < MIN_KEY_DISTINCT:
+            raise ConfigError(
+                f"the API key from {source} has only {len(set(key))} distinct characters (at "
+                f"least {MIN_KEY_DISTINCT}): use a random key, e.g. "
+                'python -c "import secrets; print(secrets.token_urlsafe(32))"'
+            )
         return key
 
 
@@ -172,3 +228,12 @@ class ServePaths:
     state_dir: Path
     edits_dir: Path
     db_url: str
+
+    @property
+    def db_file(self) -> Path | None:
+        """The SQLite database file (None for other databases and in-memory SQLite)."""
+        prefix = "sqlite:///"
+        if not self.db_url.startswith(prefix):
+            return None
+        name = self.db_url[len(prefix) :].split("?", 1)[0]
+        return None if name in ("", ":memory:") or name.startswith("file:") else Path(name)

@@ -2,7 +2,8 @@
 items, edits every waiting item into one `EditPack` on its own copy of the model (so
 recommendations never wait for an edit), saves the pack atomically, records it in the ledger,
 flips its items to `live` in one transaction, and finally applies it to the serving model
-together with a new recommend catalog. Also rolls packs back.
+together with a new recommend catalog. Also rolls packs back, and folds old packs into one
+(`compaction`) when more than `compact_keep + compact_min` are applied.
 
 Lock order: the edit lock -> the service's state lock -> its model lock.
 """
@@ -10,6 +11,7 @@ Lock order: the edit lock -> the service's state lock -> its model lock.
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from collections import deque
@@ -20,9 +22,10 @@ import sqlalchemy as sa
 import torch
 
 from freshrec.edit import GenRecEditor
-from freshrec.errors import FreshrecError
+from freshrec.errors import ConfigError, FreshrecError
 from freshrec.model.edit_packs import EditPack, EditStack
-from freshrec.serve.catalog import APPLIED, FAILED, LIVE, PENDING, ROLLED_BACK
+from freshrec.serve.catalog import APPLIED, COMPACTED, FAILED, LIVE, PENDING, ROLLED_BACK
+from freshrec.serve.compaction import fold_packs
 from freshrec.serve.inputs import ServeError
 
 if TYPE_CHECKING:
@@ -53,15 +56,20 @@ class EditWorker:
         self.state = "starting"
         self.editing: list[str] = []
         self.last_edit: dict[str, Any] | None = None
+        self.last_compaction: dict[str, Any] | None = None
 
     # ------------------------------------------------------------------ queue
-    def enqueue(self, item_ids: Sequence[str], now: float, since: float | None = None) -> None:
-        """Queue items acknowledged at `now` (wall clock); `since`: the batch window's start
-        (default: now)."""
+    def enqueue(
+        self, item_ids: Sequence[str], acked: float | Sequence[float], since: float | None = None
+    ) -> None:
+        """Queue items acknowledged at `acked` (unix seconds, one for all or one per item; the
+        clock of freshrec_item_live_seconds); `since`: the batch window's start (monotonic
+        seconds, default: now)."""
+        times = [acked] * len(item_ids) if isinstance(acked, int | float) else list(acked)
         with self.cond:
-            for i in item_ids:
+            for i, t in zip(item_ids, times, strict=True):
                 self.queue.append(i)
-                self.enqueued_at[i] = now
+                self.enqueued_at[i] = float(t)
             if self.queue_since is None and self.queue:
                 self.queue_since = time.monotonic() if since is None else since
             self.cond.notify_all()
@@ -86,12 +94,14 @@ class EditWorker:
             except Exception:  # the first edit will compute (and report) it instead
                 log.exception("edit warm-up failed")
         self.state = "idle"
+        self.maybe_compact()
         while not svc.stopping.is_set():
             batch = self._next_batch()
             if batch is None:
                 return
             if batch:
                 self.edit(batch)
+                self.maybe_compact()
 
     def _next_batch(self) -> list[str] | None:
         """Wait for items and the batch window; None when the service stops."""
@@ -172,7 +182,10 @@ class EditWorker:
         """Save the pack and record it in the ledger; on failure re-queue `todo` (the folder,
         if written, is unreferenced and removed at the next start) and return False."""
         svc = self.svc
-        folder = svc.edits_dir / pack.pack_id
+        if svc.lock_lost is not None:  # no longer the writer: leave the items pending
+            log.error("edit pack %s not recorded: %s", pack.pack_id, svc.lock_lost)
+            return False
+        folder = svc.pack_store.folder(pack.pack_id)
         try:
             pack.save(folder)
             svc.store.record_pack(pack.pack_id, folder.name, live, failed, NO_CONTEXT, now=now)
@@ -246,10 +259,17 @@ class EditWorker:
         """Roll back an applied pack (any of them, not only the latest): its items become
         `rolled_back` and stop being recommended. ServeError 404 unknown, 409 not applied."""
         svc = self.svc
+        svc.check_writer()
         with self.lock:
             row = svc.store.pack(pack_id)
             if row is None:
                 raise ServeError(404, f"unknown edit pack {pack_id!r}")
+            if row.status == COMPACTED:
+                raise ServeError(
+                    409,
+                    f"edit pack {pack_id!r} was compacted ({row.note}): roll back that pack "
+                    "to take out its items together with those of the packs folded with it",
+                )
             if row.status != APPLIED:
                 raise ServeError(409, f"edit pack {pack_id!r} is {row.status}, not applied")
             ids = svc.store.rollback_pack(row.seq, pack_id)
@@ -259,6 +279,7 @@ class EditWorker:
                 for i in ids:
                     if i in svc.live.added:
                         svc.live.added[i].status = ROLLED_BACK
+                        svc.live.added[i].live_at = None
                 catalog = svc.live.catalog()
                 with svc.model_lock:
                     restack(svc.serve_stack, remaining)
@@ -267,3 +288,53 @@ class EditWorker:
         svc.metrics.inc("freshrec_rollbacks_total")
         log.info("edit pack %s rolled back (%d item(s))", pack_id, len(ids))
         return {"pack_id": pack_id, "status": ROLLED_BACK, "items": ids}
+
+    # ------------------------------------------------------------------ compaction
+    def maybe_compact(self) -> None:
+        """Fold the applied packs older than the newest `compact_keep` into one pack once there
+        are at least `compact_min` of them (module `compaction`). Failures are logged; the
+        packs then stay as they are."""
+        svc, cfg = self.svc, self.svc.config
+        if not cfg.compact or svc.lock_lost is not None:
+            return
+        with self.lock:
+            rows = svc.store.packs(APPLIED)
+            fold = rows[: max(0, len(rows) - cfg.compact_keep)]
+            if len(fold) < cfg.compact_min:
+                return
+            t0 = time.perf_counter()
+            by_id = {p.pack_id: p for p in svc.edit_stack.packs}
+            try:
+                if any(r.pack_id not in by_id for r in fold):
+                    raise ConfigError("the ledger and the applied packs disagree")
+                folded = fold_packs([by_id[r.pack_id] for r in fold])
+                folder = folded.save(svc.pack_store.folder(folded.pack_id))
+                svc.store.record_compaction(folded.pack_id, folder.name, fold)
+            except (ConfigError, OSError, sa.exc.SQLAlchemyError) as exc:
+                log.error(
+                    "compaction of %d packs failed (%s); packs left as they are", len(fold), exc
+                )
+                return
+            gone = {r.pack_id for r in fold}
+            remaining = [p for p in svc.edit_stack.packs if p.pack_id not in gone] + [folded]
+            restack(svc.edit_stack, remaining)
+            with svc.state_lock:
+                with svc.model_lock:
+                    restack(svc.serve_stack, remaining)
+                for s in svc.live.added.values():
+                    if s.status == LIVE and s.pack_id in gone:
+                        s.pack_id = folded.pack_id
+                svc.update_gauges()
+            for r in fold:
+                shutil.rmtree(svc.pack_store.folder(r.pack_id), ignore_errors=True)
+        seconds = time.perf_counter() - t0
+        self.last_compaction = {
+            "pack_id": folded.pack_id,
+            "folded": len(fold),
+            "items": len(folded.items),
+            "seconds": round(seconds, 3),
+        }
+        svc.metrics.inc("freshrec_compactions_total")
+        log.info(
+            "compaction: %d packs folded into %s in %.2f s", len(fold), folded.pack_id, seconds
+        )

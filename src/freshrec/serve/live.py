@@ -95,6 +95,26 @@ class LiveCatalog:
             idx.append(k)
         return idx, n_total
 
+    def crowded(self, codes: np.ndarray, ids: Sequence[str]) -> list[str]:
+        """The ids of new items (codes int[m, n_levels], in `ids` order) that would find no
+        free collision digit: their code group already holds `max_collision` items, counting
+        the earlier items of the same batch."""
+        L = codes.shape[1]
+        sids = self.table.sids
+        used = sids[sids[:, -1] >= 0]
+        next_free: dict[tuple[int, ...], int] = {}
+        for row in used.tolist():
+            key = tuple(row[:L])
+            next_free[key] = max(next_free.get(key, 0), row[L] + 1)
+        full = []
+        for item_id, c in zip(ids, codes.tolist(), strict=True):
+            key = tuple(c)
+            digit = next_free.get(key, 0)
+            if digit >= self.table.max_collision:
+                full.append(item_id)
+            next_free[key] = digit + 1
+        return full
+
     def _grow(self, n_total: int) -> tuple[np.ndarray, list[str], list[str]]:
         emb = np.zeros((n_total, EMBED_DIM), dtype=np.float32)
         emb[: self.emb.shape[0]] = self.emb
@@ -112,13 +132,15 @@ class LiveCatalog:
         for r in rows:
             self.lookup[r.item_id] = r.idx
 
-    def restore(self, rows: Sequence[ItemRow], db: str) -> None:
-        """SIDs, embeddings, ids and titles of the database's rows (at start). CheckpointError
-        when a row's index belongs to another item of the prepared data."""
-        n_total = max([self.n_split, *[r.idx + 1 for r in rows]])
+    def absorb(self, rows: Sequence[ItemRow], db: str) -> None:
+        """Make durable rows visible with their stored SIDs and embeddings: every row at start,
+        and on a read replica the rows its writer added since. CheckpointError when a row's
+        index belongs to another item of the prepared data."""
+        if not rows:
+            return
+        n_total = max([self.table.n_items, *[r.idx + 1 for r in rows]])
         sids = np.full((n_total, self.table.sid_len), -1, dtype=np.int64)
-        sids[: self.n_split] = self.table.sids
-        emb, ids, titles = self._grow(n_total)
+        sids[: self.table.n_items] = self.table.sids
         for r in rows:
             if r.idx < self.n_split and (self.ids[r.idx] != r.item_id or self.is_warm[r.idx]):
                 raise CheckpointError(
@@ -127,10 +149,8 @@ class LiveCatalog:
                     "prepared data"
                 )
             sids[r.idx] = r.sid
-            emb[r.idx] = np.frombuffer(r.embedding, dtype=np.float32)
-            ids[r.idx], titles[r.idx] = r.item_id, r.title
-        self.table = SidTable(sids, self.table.max_collision)
-        self.emb, self.ids, self.titles = emb, ids, titles
+        emb = np.stack([np.frombuffer(r.embedding, dtype=np.float32) for r in rows])
+        self.add(rows, SidTable(sids, self.table.max_collision), emb)
 
     def track(self, rows: Sequence[ItemRow]) -> None:
         """Statuses of the database's rows (at start, after the packs were re-applied)."""

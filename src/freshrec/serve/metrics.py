@@ -11,6 +11,8 @@ from typing import Any
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 EDIT_BUCKETS = (0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 60.0, 120.0, 300.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+MAX_SERIES = 1000  # label sets per metric; more are counted under {series="overflow"}
+OVERFLOW = (("series", "overflow"),)
 
 
 class Metrics:
@@ -25,24 +27,32 @@ class Metrics:
         self._meta[name] = (kind, help_, tuple(buckets))
 
     @staticmethod
-    def _key(labels: dict[str, str] | None) -> tuple[tuple[str, str], ...]:
-        return tuple(sorted((labels or {}).items()))
+    def _key(
+        labels: dict[str, str] | None, have: dict[tuple[tuple[str, str], ...], Any]
+    ) -> tuple[tuple[str, str], ...]:
+        """The series key of `labels`; past MAX_SERIES series of a metric, the overflow
+        series (a bound on memory whatever the labels)."""
+        key = tuple(sorted((labels or {}).items()))
+        if key not in have and len(have) >= MAX_SERIES:
+            return OVERFLOW
+        return key
 
     def inc(self, name: str, value: float = 1.0, labels: dict[str, str] | None = None) -> None:
         with self._lock:
             vals = self._values[name]
-            key = self._key(labels)
+            key = self._key(labels, vals)
             vals[key] = vals.get(key, 0.0) + value
 
     def set(self, name: str, value: float, labels: dict[str, str] | None = None) -> None:
         with self._lock:
-            self._values[name][self._key(labels)] = float(value)
+            vals = self._values[name]
+            vals[self._key(labels, vals)] = float(value)
 
     def observe(self, name: str, value: float, labels: dict[str, str] | None = None) -> None:
         buckets = self._meta[name][2]
         with self._lock:
             vals = self._values[name]
-            key = self._key(labels)
+            key = self._key(labels, vals)
             h = vals.get(key)
             if h is None:
                 h = vals[key] = {"buckets": [0] * len(buckets), "sum": 0.0, "count": 0}
@@ -54,7 +64,7 @@ class Metrics:
 
     def value(self, name: str, labels: dict[str, str] | None = None) -> Any:
         with self._lock:
-            return self._values.get(name, {}).get(self._key(labels))
+            return self._values.get(name, {}).get(tuple(sorted((labels or {}).items())))
 
     @staticmethod
     def _fmt(labels: tuple[tuple[str, str], ...], extra: tuple[str, str] | None = None) -> str:
@@ -114,4 +124,9 @@ def service_metrics() -> Metrics:
         EDIT_BUCKETS,
     )
     m.declare("freshrec_rollbacks_total", "counter", "edit packs rolled back")
+    m.declare("freshrec_compactions_total", "counter", "compactions (packs folded into one)")
+    m.declare("freshrec_packs_quarantined", "gauge", "unreadable packs moved to quarantine/")
+    m.declare("freshrec_requests_in_flight", "gauge", "HTTP requests in flight by class")
+    m.declare("freshrec_http_shed_total", "counter", "requests answered 429 (over capacity)")
+    m.declare("freshrec_replica_lag_seconds", "gauge", "a replica: seconds since its last sync")
     return m
