@@ -100,10 +100,15 @@ def cut_row(cut: str, arch: str, seed: int, requests: int, retrain: bool) -> dic
 def cut_seeds(spec: str, cut: str) -> list[int]:
     """Seeds of one cut from `--cut-seeds`: "0,1,2" (every cut) or per cut,
     "80/10/10=0,1,2;70/15/15=0" (a cut not named gets seed 0)."""
-    if "=" not in spec:
-        return [int(s) for s in spec.split(",")]
-    named = dict(part.split("=", 1) for part in spec.split(";") if part)
-    return [int(s) for s in named.get(cut, "0").split(",")]
+    try:
+        if "=" not in spec:
+            return [int(s) for s in spec.split(",")]
+        named = dict(part.split("=", 1) for part in spec.split(";") if part)
+        return [int(s) for s in named.get(cut, "0").split(",")]
+    except ValueError:
+        raise SystemExit(
+            f'--cut-seeds {spec!r}: expected "0,1,2" or "80/10/10=0,1,2;70/15/15=0"'
+        ) from None
 
 
 def cuts_section(args: argparse.Namespace) -> dict:
