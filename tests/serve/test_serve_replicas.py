@@ -13,9 +13,12 @@ from typing import Any
 import httpx
 import numpy as np
 import pytest
-from serve_helpers import KEY, Server, closest_warm_history, item_payload, wait_status
+from serve_helpers import API_KEY, KEY, Server, closest_warm_history, item_payload, wait_status
 
 from freshrec.data import Split
+from freshrec.serve import follower as follower_module
+from freshrec.serve.config import ServeConfig
+from freshrec.serve.service import Service
 
 PICKUP_S = 10.0  # the issue's target: a replica picks up new packs within seconds
 
@@ -34,7 +37,13 @@ def cluster(serve_base, postgres, tmp_path_factory):
         root,
         "replica",
     )
-    servers = {"writer": writer, "replica": replica, "root": root, "shared": shared}
+    servers = {
+        "writer": writer,
+        "replica": replica,
+        "root": root,
+        "shared": shared,
+        "serve_base": serve_base,
+    }
     try:
         writer.start()
         replica.start()
@@ -126,6 +135,38 @@ def test_the_replica_picks_up_the_writers_packs(cluster, films) -> None:
                 a, b = top(w, hist, 20, **kw), top(r, hist, 20, **kw)
                 assert [i for i, _ in a] == [i for i, _ in b]
                 np.testing.assert_allclose([s for _, s in a], [s for _, s in b], atol=1e-4)
+
+
+def test_a_replica_reports_an_item_live_only_once_its_pack_is_applied(
+    cluster, films, monkeypatch
+) -> None:
+    """A fresh replica's first poll meets items already live on the writer: while it swaps in
+    their pack, none of them may be reported live yet (the race CI once hit)."""
+    monkeypatch.setenv("FRESHREC_API_KEY", API_KEY)
+    replica = Service(
+        ServeConfig(
+            **cluster["serve_base"].config(
+                cluster["root"] / "r-inproc", **cluster["shared"], read_only=True
+            )
+        )
+    )
+    seen: list[dict[str, str]] = []
+    restack = follower_module.restack
+
+    def watched(stack, packs) -> None:
+        seen.append({f: replica.item(f)["status"] for f in films if f in replica.live.added})
+        restack(stack, packs)
+
+    monkeypatch.setattr(follower_module, "restack", watched)
+    try:
+        assert replica.follower is not None
+        assert replica.follower.sync()
+        assert seen
+        assert all(s != "live" for statuses in seen for s in statuses.values())
+        assert {replica.item(f)["status"] for f in films} == {"live"}
+        assert replica.health()["packs_applied"] >= 1
+    finally:
+        replica.close()
 
 
 def test_the_replica_follows_a_rollback(cluster, films) -> None:

@@ -15,6 +15,7 @@ packs lost, never quarantines or deletes anything.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from typing import TYPE_CHECKING, Any
@@ -26,6 +27,7 @@ from freshrec.serve.catalog import APPLIED, LIVE, PENDING
 from freshrec.serve.edit_worker import restack
 from freshrec.serve.live import ItemState
 from freshrec.serve.recovery import LOAD_ERRORS, load_pack, pack_path
+from freshrec.serve.tables import ItemRow
 
 if TYPE_CHECKING:
     from freshrec.serve.service import Service
@@ -87,6 +89,14 @@ class Follower:
             packs.append(pack)
         return packs, missing
 
+    @staticmethod
+    def _state(row: ItemRow, applied: set[str]) -> ItemState:
+        """The replica's status of a catalog row: live only when its pack is applied here."""
+        state = ItemState.of(row)
+        if state.status == LIVE and state.pack_id not in applied:
+            state.status, state.pack_id, state.live_at = PENDING, None, None
+        return state
+
     def sync(self) -> bool:
         """One poll; True when something changed and was applied."""
         svc = self.svc
@@ -101,18 +111,17 @@ class Follower:
         if missing:  # keep the stack; items of unapplied packs stay pending here
             packs = svc.serve_stack.packs
         applied = {p.pack_id for p in packs}
+        fresh = {r.item_id: self._state(r, applied) for r in states}
+        # statuses are published last: an item reported live is already recommendable here
+        hidden = [dataclasses.replace(r, status=PENDING) for r in rows]
         with svc.state_lock:
-            svc.live.absorb(rows, svc.paths.db_url)
-            for r in states:
-                state = ItemState.of(r)
-                if state.status == LIVE and state.pack_id not in applied:
-                    state.status, state.pack_id, state.live_at = PENDING, None, None
-                svc.live.added[r.item_id] = state
-            catalog = svc.live.catalog()
+            svc.live.absorb(hidden, svc.paths.db_url)
+            catalog = svc.live.catalog(added={**svc.live.added, **fresh})
             with svc.model_lock:
                 if [p.pack_id for p in packs] != [p.pack_id for p in svc.serve_stack.packs]:
                     restack(svc.serve_stack, packs)
                 svc.session.set_catalog(catalog)
+            svc.live.added.update(fresh)
             svc.update_gauges()
         self.behind = missing
         self._fingerprint = None if missing else fingerprint  # retry the packs next poll

@@ -10,7 +10,7 @@ Callers hold the service's state lock around changes.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -165,11 +165,17 @@ class LiveCatalog:
         out[: self.n_split] = ~self.is_warm
         return out
 
-    def catalog(self, extra_live: Collection[int] = (), build_tries: bool = True) -> Catalog:
-        """The recommend Catalog of the current table and statuses, plus `extra_live` item
-        indices, its full and new-only tries built now (unless not `build_tries`)."""
+    def catalog(
+        self,
+        extra_live: Collection[int] = (),
+        build_tries: bool = True,
+        added: Mapping[str, ItemState] | None = None,
+    ) -> Catalog:
+        """The recommend Catalog of the current table and statuses (`added`, default the held
+        ones), plus `extra_live` item indices, its full and new-only tries built now (unless not
+        `build_tries`)."""
         live = np.zeros(self.table.n_items, dtype=bool)
-        for s in self.added.values():
+        for s in (self.added if added is None else added).values():
             if s.status in self.shown:
                 live[s.idx] = True
         live[list(extra_live)] = True

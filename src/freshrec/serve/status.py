@@ -46,6 +46,7 @@ def health(svc: Service) -> dict[str, Any]:
         "editing": len(worker.editing),
         "queued": len(worker.queue),
         **svc._summary,
+        "packs_applied": len(svc.serve_stack),  # read now, not from the last summary
         "checkpoint_hash": svc.serve_stack.base_hash[:16],
         "arch": svc.model.arch,
         "batching": svc.config.batching,
