@@ -100,6 +100,11 @@ class FreshConfig(BaseModel):
         lt=1,
         description="largest warm R@20 / N@10 loss vs the plain GR model allowed on validation",
     )
+    objective: Literal["overall", "cold"] = Field(
+        "overall",
+        description="what the mixture maximises within the budget: overall R@20 (every "
+        "request once, warm or new) or cold R@20",
+    )
     valid_requests: int | None = Field(
         4000, description="seeded sample of validation requests (None = all)"
     )

@@ -30,6 +30,8 @@ def test_refuses_the_test_split_and_bad_budgets(ranker, ml_split) -> None:
         fit_fresh(ranker, ml_split, part="test")
     with pytest.raises(ConfigError, match="budget"):
         fit_fresh(ranker, ml_split, budget=1.5)
+    with pytest.raises(ConfigError, match="unknown objective 'recall'"):
+        fit_fresh(ranker, ml_split, objective="recall")
 
 
 def test_fit_respects_the_budget_on_validation(ranker, ml_split) -> None:
@@ -44,5 +46,19 @@ def test_fit_respects_the_budget_on_validation(ranker, ml_split) -> None:
     got = ranker.fuse(ch, 20, params)
     assert quality(got.items, req) == pytest.approx(fit["fresh"])
     assert len(fit["frontier"]) == len(grid.gate_bias)
+    # the default objective: the best overall R@20 among the settings within the budget
+    ok = [r for r in fit["frontier"] if within_budget(r, fit["gr"], 0.02)]
+    if ok:
+        assert fit["objective"] == "overall"
+        assert fit["fresh"]["overall_recall20"] == max(r["overall_recall20"] for r in ok)
     assert 0 < params.content.temperature < 10
+    # the warm expert's weight: the best warm quality of the grid on these requests
+    rows = {r["warm_weight"]: r for r in fit["warm_expert"]}
+    assert sorted(rows) == sorted(grid.warm_weight)
+
+    def gain(r):
+        return sum(r[k] / max(fit["gr"][k], 1e-12) for k in ("warm_recall20", "warm_ndcg10"))
+
+    assert gain(rows[params.warm_weight]) == max(gain(r) for r in rows.values())
+    assert rows[0.0]["warm_recall20"] == pytest.approx(fit["gr"]["warm_recall20"])
     assert np.isfinite(params.gate.coef).all()

@@ -9,9 +9,9 @@ import torch
 
 from freshrec.errors import CheckpointError, ConfigError
 from freshrec.recommend.fresh.content import ContentParams, ContentScorer, reference_items
-from freshrec.recommend.fresh.fusion import mix, quota
-from freshrec.recommend.fresh.gate import FEATURES, LogisticGate, gate_features
-from freshrec.recommend.fresh.params import FreshParams
+from freshrec.recommend.fresh.fusion import mix, quota, warm_expert
+from freshrec.recommend.fresh.gate import DEFAULT_FEATURES, FEATURES, LogisticGate, gate_features
+from freshrec.recommend.fresh.params import FreshParams, GateParams
 from freshrec.recommend.fresh.scope import ScopeParams, scope_mix
 
 
@@ -93,15 +93,48 @@ def test_content_scores_match_a_plain_loop(ml_emb: np.ndarray) -> None:
                 sum(wk * np.exp(e[i] @ e[j] / 0.1) for wk, i in zip(w, recent, strict=True))
             )
             assert got[r, c] == pytest.approx(want, abs=1e-4)
-    # log_probs over the whole catalog sum to one when the reference is the catalog
+
+
+def test_row_scores_and_the_normaliser_leave_out_history_items(ml_emb: np.ndarray) -> None:
+    scorer = ContentScorer(ml_emb, ContentParams(n_last=4, temperature=0.05))
+    hist = np.array([[-1, 5, 9, 14], [1, 2, 3, 4]])
+    beam = np.array([[7, 100, -1], [2000, 5, 9]])
+    got = scorer.row_scores(hist, beam)
+    for r in range(2):
+        want = scorer.scores(hist[r : r + 1], np.clip(beam[r], 0, None))[0]
+        real = beam[r] >= 0
+        assert got[r][real] == pytest.approx(want[real], abs=1e-5)
+        assert np.isneginf(got[r][~real]).all()
+    # a request's own history items are not in its normaliser: the catalog's log-probs sum
+    # to one over the items that are not in the history
     every = np.arange(len(ml_emb))
-    lp = scorer.log_probs(hist[:2], every, every, len(every))
-    assert np.exp(lp.astype(np.float64)).sum(1) == pytest.approx([1.0, 1.0], abs=1e-3)
+    lp = scorer.log_probs(hist, every, every, len(every)).astype(np.float64)
+    for r in range(2):
+        rest = np.setdiff1d(every, hist[r][hist[r] >= 0])
+        assert np.exp(lp[r, rest]).sum() == pytest.approx(1.0, abs=1e-3)
+
+
+def test_warm_expert_reranks_by_content_and_keeps_the_beam_mass() -> None:
+    items = np.array([[4, 5, 6, -1], [1, 2, 3, 7]])
+    gr = np.log(np.array([[0.5, 0.3, 0.1, 1.0], [0.4, 0.3, 0.2, 0.1]]))
+    content = np.array([[-3.0, 0.0, -1.0, 9.0], [0.0, 0.0, 0.0, 5.0]])
+    same_items, same_scores = warm_expert(items, gr, content, 0.0)
+    assert same_items is items
+    assert same_scores is gr
+    out_items, out_scores = warm_expert(items, gr, content, 1.0)
+    # row 0: 0.5e-3 < 0.1e-1 < 0.3 -> 5, 6, 4, and the empty slot stays last
+    assert out_items.tolist() == [[5, 6, 4, -1], [7, 1, 2, 3]]
+    assert np.isneginf(out_scores[0, -1])
+    for r in range(2):
+        real = items[r] >= 0
+        before = np.logaddexp.reduce(gr[r][real])
+        assert np.logaddexp.reduce(out_scores[r][out_items[r] >= 0]) == pytest.approx(before)
 
 
 def test_reference_sample_is_seeded_and_bounded() -> None:
     cand = np.arange(1000)
     assert (reference_items(cand, 2000) == cand).all()
+    assert (reference_items(cand[::-1], 2000) == cand).all()  # sorted
     a, b = reference_items(cand, 100, seed=3), reference_items(cand, 100, seed=3)
     assert len(a) == 100
     assert (a == b).all()
@@ -143,6 +176,20 @@ def test_params_round_trip_and_clear_errors(tmp_path) -> None:
     (tmp_path / "fresh.json").write_text('{"format": "freshrec-fresh/1", "head": -1}')
     with pytest.raises(CheckpointError, match="head"):
         FreshParams.load(tmp_path)
+    # the default gate leaves out new_mass; a file fitted with it still loads and runs
+    assert "new_mass" not in FreshParams().gate.features
+    assert set(DEFAULT_FEATURES) == set(FEATURES) - {"new_mass"}
+    old = FreshParams(
+        gate=GateParams(
+            features=list(FEATURES),
+            mean=[0.0] * 8,
+            std=[1.0] * 8,
+            coef=[0.0, 0, 0, 1.0, 0, 0, 0, 0],
+        )
+    )
+    old.save(tmp_path)
+    gate = FreshParams.load(tmp_path).gate.build()
+    assert gate.logit(np.arange(8.0)[None]).tolist() == [3.0]
     (tmp_path / "fresh.json").write_text('{"format": "other"}')
     with pytest.raises(CheckpointError, match="not a freshrec-fresh/1"):
         FreshParams.load(tmp_path)

@@ -41,7 +41,12 @@ def calibrate(
     ranker = fresh_ranker(recipe, model, table, split, item_embeddings(recipe, split))
     cfg = recipe.fresh
     params, _, _ = fit_fresh(
-        ranker, split, max_requests=cfg.valid_requests, seed=cfg.seed, budget=cfg.budget
+        ranker,
+        split,
+        max_requests=cfg.valid_requests,
+        seed=cfg.seed,
+        budget=cfg.budget,
+        objective=cfg.objective,
     )
     path = params.save(folder)
     if show:

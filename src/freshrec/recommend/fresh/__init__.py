@@ -3,13 +3,19 @@ per-request freshness gate (docs/FRESH.md). Calibrated on validation by
 `freshrec.evaluate.fresh_fit.fit_fresh`; parameters in the checkpoint's `fresh.json`."""
 
 from freshrec.recommend.fresh.content import ContentParams, ContentScorer
-from freshrec.recommend.fresh.fusion import Fused, mix, quota
-from freshrec.recommend.fresh.gate import FEATURES, LogisticGate, gate_features
+from freshrec.recommend.fresh.fusion import Fused, mix, quota, warm_expert
+from freshrec.recommend.fresh.gate import (
+    DEFAULT_FEATURES,
+    FEATURES,
+    LogisticGate,
+    gate_features,
+)
 from freshrec.recommend.fresh.params import FreshParams, GateParams
 from freshrec.recommend.fresh.ranker import Channels, FreshRanker
 from freshrec.recommend.fresh.scope import ScopeParams, scope_mix
 
 __all__ = [
+    "DEFAULT_FEATURES",
     "FEATURES",
     "Channels",
     "ContentParams",
@@ -24,4 +30,5 @@ __all__ = [
     "mix",
     "quota",
     "scope_mix",
+    "warm_expert",
 ]

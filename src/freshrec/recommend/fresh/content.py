@@ -62,34 +62,65 @@ class ContentScorer:
         w = w * (hist >= 0).float()
         return w / w.sum(1, keepdim=True).clamp(min=1e-12)
 
+    def _soft_knn(self, sims: torch.Tensor, hist: torch.Tensor) -> torch.Tensor:
+        """c float[b, m] from cosine similarities sims float[b, n_last, m] of the last n_last
+        history items hist int64[b, n_last] (-1 padded) to m candidates (0 for no history)."""
+        s = self.settings
+        logw = torch.log(self._weights(hist).clamp(min=1e-30))[:, :, None]
+        c = s.knn_temperature * torch.logsumexp(sims / s.knn_temperature + logw, dim=1)
+        c[(hist < 0).all(1)] = 0.0
+        return c
+
     @torch.no_grad()
     def scores(self, histories: np.ndarray, items: np.ndarray, chunk: int = 128) -> np.ndarray:
         """float32[n, m] soft-kNN scores c (cosine units) of `items` int64[m] for histories
         int64[n, H] (right-aligned, -1 padded). Requests with an empty history score 0."""
-        s = self.settings
-        hist_all = torch.from_numpy(np.asarray(histories, dtype=np.int64)[:, -s.n_last :])
+        hist_all = torch.from_numpy(
+            np.asarray(histories, dtype=np.int64)[:, -self.settings.n_last :]
+        )
         cand = self.emb[torch.from_numpy(np.asarray(items, dtype=np.int64))]  # [m, d]
         out = np.empty((hist_all.shape[0], cand.shape[0]), dtype=np.float32)
         for start in range(0, hist_all.shape[0], chunk):
             hist = hist_all[start : start + chunk]
-            w = self._weights(hist)
             sims = torch.einsum("bnd,md->bnm", self.emb[hist.clamp(min=0)], cand)
-            logw = torch.log(w.clamp(min=1e-30))[:, :, None]
-            c = s.knn_temperature * torch.logsumexp(sims / s.knn_temperature + logw, dim=1)
-            c[(hist < 0).all(1)] = 0.0
-            out[start : start + chunk] = c.numpy()
+            out[start : start + chunk] = self._soft_knn(sims, hist).numpy()
         return out
+
+    @torch.no_grad()
+    def row_scores(self, histories: np.ndarray, items: np.ndarray, chunk: int = 512) -> np.ndarray:
+        """float32[n, K] soft-kNN scores c of each request's own candidates items int64[n, K]
+        (-1 = empty slot: -inf), e.g. the items of its GR beam."""
+        hist_all = torch.from_numpy(
+            np.asarray(histories, dtype=np.int64)[:, -self.settings.n_last :]
+        )
+        items = np.asarray(items, dtype=np.int64)
+        cand_all = torch.from_numpy(np.clip(items, 0, None))
+        out = np.empty(items.shape, dtype=np.float32)
+        for start in range(0, len(items), chunk):
+            hist = hist_all[start : start + chunk]
+            cand = self.emb[cand_all[start : start + chunk]]  # [b, K, d]
+            sims = torch.einsum("bnd,bkd->bnk", self.emb[hist.clamp(min=0)], cand)
+            out[start : start + chunk] = self._soft_knn(sims, hist).numpy()
+        return np.where(items >= 0, out, -np.inf).astype(np.float32)
 
     def log_normaliser(
         self, histories: np.ndarray, reference: np.ndarray, n_total: int
     ) -> np.ndarray:
         """float64[n] log sum over the catalog of exp(c / tau), estimated from `reference`
-        int64[r] items (a sample of the `n_total` catalog items, or all of them)."""
+        int64[r] items (a sample of the `n_total` catalog items, or all of them; sorted). A
+        request's own history items are left out: they are never recommended, and they are
+        the items closest to the history, so they would dominate the sum."""
         if len(reference) == 0:
             return np.zeros(len(histories))
         c = self.scores(histories, reference).astype(np.float64) / self.settings.temperature
+        hist = np.asarray(histories, dtype=np.int64)
+        pos = np.clip(np.searchsorted(reference, hist), 0, len(reference) - 1)
+        r, j = np.nonzero((hist >= 0) & (reference[pos] == hist))
+        c[r, pos[r, j]] = -np.inf
         top = c.max(1, keepdims=True)
-        lse = np.log(np.exp(c - top).sum(1)) + top[:, 0]
+        top = np.where(np.isfinite(top), top, 0.0)
+        with np.errstate(divide="ignore"):
+            lse = np.log(np.exp(c - top).sum(1)) + top[:, 0]
         return lse + np.log(n_total / max(len(reference), 1))
 
     def log_probs(
@@ -101,9 +132,9 @@ class ContentScorer:
 
 
 def reference_items(candidates: np.ndarray, max_size: int, seed: int = 0) -> np.ndarray:
-    """int64[<= max_size] the catalog items `candidates` (all of them when they fit, else a
-    seeded uniform sample) over which the content distribution is normalised."""
-    candidates = np.asarray(candidates, dtype=np.int64)
+    """int64[<= max_size] sorted: the catalog items `candidates` (all of them when they fit,
+    else a seeded uniform sample) over which the content distribution is normalised."""
+    candidates = np.sort(np.asarray(candidates, dtype=np.int64))
     if len(candidates) <= max_size:
         return candidates
     rng = np.random.default_rng(seed)

@@ -1,5 +1,9 @@
 """Fusing the GR beam (warm items) and the new-item channel into one ranked list.
 
+`warm_expert`: the beam re-weighted by content agreement (a product of experts): beam item j
+of a request scores gr_j + w * content_j, renormalised so that the beam keeps the GR model's
+probability mass; w = 0 leaves the beam as generated.
+
 `mix`: a two-expert mixture. With z = a * gate_logit + b per request and sigma the logistic
 function, a beam item keeps its GR log-prob plus log sigma(-z), a new item gets its content
 log-prob plus log sigma(z); the lists are merged by these scores. The first `head` beam items
@@ -61,6 +65,26 @@ def _select(
         s = np.pad(s, pad, constant_values=-np.inf)
         fn = np.pad(fn, pad, constant_values=False)
     return Fused(it.astype(np.int64), s.astype(np.float32), fn)
+
+
+def warm_expert(
+    beam_items: np.ndarray, beam_scores: np.ndarray, content: np.ndarray, weight: float
+) -> tuple[np.ndarray, np.ndarray]:
+    """The beam re-ranked by GR log-prob + `weight` x content log-score (see the module
+    docstring). beam_items int64[n, K] (-1 empty), beam_scores float[n, K] GR log-probs,
+    content float[n, K] content log-scores (c / tau). Returns (items, scores float32), best
+    first; a request's summed probability over its beam is unchanged."""
+    if weight == 0:
+        return beam_items, beam_scores
+    real = beam_items >= 0
+    gr = np.where(real, beam_scores, -np.inf).astype(np.float64)
+    poe = np.where(real, gr + weight * np.where(real, content, 0.0), -np.inf)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        shift = np.logaddexp.reduce(gr, axis=1) - np.logaddexp.reduce(poe, axis=1)
+    scores = np.where(real, poe + np.nan_to_num(shift, neginf=0.0)[:, None], -np.inf)
+    order = np.argsort(-scores, axis=1, kind="stable")
+    items = np.take_along_axis(beam_items, order, 1)
+    return items, np.take_along_axis(scores, order, 1).astype(np.float32)
 
 
 def mix(

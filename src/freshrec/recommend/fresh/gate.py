@@ -6,7 +6,9 @@ validation requests (label: the target is a new item). Features (`FEATURES`):
 
 - share_new_10 / share_new_3 / last_new: share of new items among the last 10 / 3 / 1
   history items;
-- new_mass: log of the content distribution's total probability on new items;
+- new_mass: log of the content distribution's total probability on new items (not used by
+  default: it grows with the number of live new items, so a gate fitted with every new item
+  live stays shut in a service whose catalog holds only a few);
 - new_top: the best new item's content log-probability;
 - gr_top / gr_mass: the GR beam's best log-prob and the log-sum of its top-K log-probs
   (how sure the model is about warm items);
@@ -32,6 +34,7 @@ FEATURES: tuple[str, ...] = (
     "gr_mass",
     "log_history",
 )
+DEFAULT_FEATURES: tuple[str, ...] = tuple(f for f in FEATURES if f != "new_mass")
 
 
 def _share(histories: np.ndarray, is_new: np.ndarray, k: int) -> np.ndarray:
@@ -81,10 +84,10 @@ def gate_features(
 class LogisticGate:
     """P(next item is new | features) = sigmoid(((x - mean) / std) . coef + bias)."""
 
-    features: tuple[str, ...] = FEATURES
-    mean: list[float] = field(default_factory=lambda: [0.0] * len(FEATURES))
-    std: list[float] = field(default_factory=lambda: [1.0] * len(FEATURES))
-    coef: list[float] = field(default_factory=lambda: [0.0] * len(FEATURES))
+    features: tuple[str, ...] = DEFAULT_FEATURES
+    mean: list[float] = field(default_factory=lambda: [0.0] * len(DEFAULT_FEATURES))
+    std: list[float] = field(default_factory=lambda: [1.0] * len(DEFAULT_FEATURES))
+    coef: list[float] = field(default_factory=lambda: [0.0] * len(DEFAULT_FEATURES))
     bias: float = 0.0
 
     def __post_init__(self) -> None:
@@ -105,7 +108,11 @@ class LogisticGate:
 
     @classmethod
     def fit(
-        cls, x: np.ndarray, y: np.ndarray, l2: float = 1e-2, features: tuple[str, ...] = FEATURES
+        cls,
+        x: np.ndarray,
+        y: np.ndarray,
+        l2: float = 1e-2,
+        features: tuple[str, ...] = DEFAULT_FEATURES,
     ) -> LogisticGate:
         """Maximum-likelihood fit (L2 `l2` on the standardised coefficients) to labels y bool[n]."""
         y = np.asarray(y, dtype=bool)

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from freshrec.atomic import write_text
 from freshrec.errors import CheckpointError, validation_problems
 from freshrec.recommend.fresh.content import ContentParams
-from freshrec.recommend.fresh.gate import FEATURES, LogisticGate
+from freshrec.recommend.fresh.gate import DEFAULT_FEATURES, LogisticGate
 
 FILE = "fresh.json"
 FORMAT = "freshrec-fresh/1"
@@ -23,10 +23,10 @@ class GateParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    features: list[str] = list(FEATURES)
-    mean: list[float] = [0.0] * len(FEATURES)
-    std: list[float] = [1.0] * len(FEATURES)
-    coef: list[float] = [0.0] * len(FEATURES)
+    features: list[str] = list(DEFAULT_FEATURES)
+    mean: list[float] = [0.0] * len(DEFAULT_FEATURES)
+    std: list[float] = [1.0] * len(DEFAULT_FEATURES)
+    coef: list[float] = [0.0] * len(DEFAULT_FEATURES)
     bias: float = 0.0
 
     def build(self) -> LogisticGate:
@@ -47,10 +47,11 @@ class FreshParams(BaseModel):
     """Everything the fused ranker needs besides the model and catalog.
 
     gate_scale a, gate_bias b: the new-item expert's log-odds are z = a * gate_logit + b.
-    head: beam items always ranked first. n_candidates: new items drawn from the content
-    channel per request. max_reference: catalog items the content distribution is normalised
-    over (a seeded sample beyond this). fitted: how and on what the values were chosen
-    (None = the built-in defaults).
+    warm_weight: the content channel's weight in the warm expert (`fusion.warm_expert`; 0 =
+    the GR beam as generated). head: beam items always ranked first. n_candidates: new
+    items drawn from the content channel per request. max_reference: catalog items the
+    content distribution is normalised over (a seeded sample beyond this). fitted: how and on
+    what the values were chosen (None = the built-in defaults).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -60,6 +61,7 @@ class FreshParams(BaseModel):
     gate: GateParams = GateParams()
     gate_scale: float = 1.0
     gate_bias: float = -2.0
+    warm_weight: float = Field(0.0, ge=0)
     head: int = Field(1, ge=0)
     n_candidates: int = Field(50, ge=1)
     max_reference: int = Field(16384, ge=1)

@@ -2,10 +2,11 @@
 content-based new-item channel under a per-request freshness gate (docs/FRESH.md).
 
 Per batch of requests: (1) the GR beam's top items and log-probs over the items the model
-was trained on; (2) every live new item's content log-prob over the whole catalog
-(`ContentScorer`), history items excluded, and the best `n_candidates` of them; (3) the
-gate's log-odds that the next item is new, from `gate_features`; (4) `fusion.mix`. A new item
-is recommendable the moment it has a text embedding: nothing is trained or edited.
+was trained on, re-ranked by content agreement (`fusion.warm_expert`); (2) every live new
+item's content log-prob over the whole catalog (`ContentScorer`), history items excluded,
+and the best `n_candidates` of them; (3) the gate's log-odds that the next item is new, from
+`gate_features`; (4) `fusion.mix`. A new item is recommendable the moment it has a text
+embedding: nothing is trained or edited.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import numpy as np
 from freshrec.data.schema import Requests, Split
 from freshrec.errors import ConfigError
 from freshrec.recommend.fresh.content import ContentScorer, normalise_rows, reference_items
-from freshrec.recommend.fresh.fusion import Fused, mix
+from freshrec.recommend.fresh.fusion import Fused, mix, warm_expert
 from freshrec.recommend.fresh.gate import gate_features
 from freshrec.recommend.fresh.params import FreshParams
 
@@ -50,7 +51,8 @@ class ItemScorer(Protocol):
 class Channels(NamedTuple):
     """Both channels of a batch of requests, before fusion (reused by calibration).
 
-    beam_items int64[n, K] / beam_scores float32[n, K]: the GR beam (log-probs);
+    beam_items int64[n, K] / beam_scores float32[n, K]: the warm expert (the GR beam, re-ranked
+    by content when `warm_weight` > 0; log-scores);
     new_items int64[n, M] / new_log_probs float32[n, M]: the best new items by content
     log-prob over the whole catalog; features float64[n, F]: the gate's inputs.
     """
@@ -160,8 +162,20 @@ class FreshRanker:
         else:
             n_lp = np.zeros((len(histories), 0), np.float32)
             n_items = np.zeros((len(histories), 0), np.int64)
-        feats = gate_features(histories, self.is_new, b_scores, lp)
+        feats = gate_features(histories, self.is_new, b_scores, lp)  # the beam as generated
+        if params.warm_weight > 0:
+            content = self.warm_content(histories, b_items, params)
+            b_items, b_scores = warm_expert(b_items, b_scores, content, params.warm_weight)
         return Channels(b_items, b_scores, n_items, n_lp, feats)
+
+    def warm_content(
+        self, histories: np.ndarray, items: np.ndarray, params: FreshParams | None = None
+    ) -> np.ndarray:
+        """float32[n, K] text-content log-scores c / tau of each request's beam items
+        int64[n, K] (-inf at empty slots), for the warm expert."""
+        content = (params or self.params).content
+        scorer = ContentScorer(self.emb, content)
+        return scorer.row_scores(histories, items) / np.float32(content.temperature)
 
     def fuse(self, ch: Channels, top_k: int, params: FreshParams | None = None) -> Fused:
         params = params or self.params
