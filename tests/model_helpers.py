@@ -125,3 +125,31 @@ def train_briefly(model: GenerativeRecommender, sid_tokens: np.ndarray, steps: i
                 break
         epoch += 1
     model.eval()
+
+
+def tiny_workspace(work, split: Split, tok, table, overrides: list[str]):
+    """A `cpu` recipe's workspace under `work` holding the real split, tokenizer and the test
+    embedding cache, and a tiny untrained TIGER checkpoint (seed 0) in work/run/best.
+    Returns (recipe, model, checkpoint folder)."""
+    import shutil
+    from pathlib import Path
+
+    from freshrec import pipeline
+    from freshrec.config import load_recipe
+    from freshrec.data.store import save_split
+    from freshrec.embed import cache_path
+    from freshrec.model.checkpoint import save_checkpoint
+
+    recipe = load_recipe("cpu", [f"work_dir={work}", *overrides])
+    ws = pipeline.workspace(recipe)
+    save_split(split, ws.prepared)
+    tok.save(ws.tokenizer, table)
+    texts = split.dataset.items.texts
+    dst = cache_path(ws.embeddings, texts)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    repo = Path(__file__).resolve().parents[1]
+    shutil.copy(cache_path(repo / ".freshrec" / "test-cache", texts), dst)
+    torch.manual_seed(0)
+    model = build_model(tiny_config("tiger", max_history=5), tok.vocab).eval()
+    ckpt = save_checkpoint(model, Path(work) / "run" / "best", tok.fingerprint)
+    return recipe, model, ckpt

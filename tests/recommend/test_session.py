@@ -5,7 +5,6 @@ service's wider-beam retry, per-row top_k, catalog swaps, and clear errors."""
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -13,21 +12,16 @@ import pytest
 import torch
 
 from freshrec import pipeline
-from freshrec.config import load_recipe
-from freshrec.data.store import save_split
-from freshrec.embed import cache_path
 from freshrec.errors import ConfigError, UnknownItemError
-from freshrec.model.base import build_model
 from freshrec.model.batches import history_tokens
-from freshrec.model.checkpoint import checkpoint_identity, load_checkpoint, save_checkpoint
+from freshrec.model.checkpoint import checkpoint_identity, load_checkpoint
 from freshrec.model.edit_packs import EditPack, EditStack
 from freshrec.recommend import Catalog, Session, beam_search
 from freshrec.recommend.session import user_history
 from freshrec.recommend.spec import SpecRanker, TextDrafter
 from freshrec.semid.trie import SidTrie
-from model_helpers import N_ITEMS, make_split, tiny_config
+from model_helpers import N_ITEMS, make_split, tiny_workspace
 
-REPO = Path(__file__).resolve().parents[2]
 BEAM, K = 10, 10
 
 
@@ -36,17 +30,7 @@ def ws(tmp_path_factory, ml_split, ml_sids, ml_emb) -> dict:
     """recipe (eval beam 10) + workspace (split, tokenizer, embedding cache) + checkpoint."""
     tok, table = ml_sids
     work = tmp_path_factory.mktemp("sessionwork")
-    recipe = load_recipe("cpu", [f"work_dir={work}", f"eval.beam_size={BEAM}"])
-    w = pipeline.workspace(recipe)
-    save_split(ml_split, w.prepared)
-    tok.save(w.tokenizer, table)
-    texts = ml_split.dataset.items.texts
-    dst = cache_path(w.embeddings, texts)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(cache_path(REPO / ".freshrec" / "test-cache", texts), dst)
-    torch.manual_seed(0)
-    model = build_model(tiny_config("tiger", max_history=5), tok.vocab).eval()
-    ckpt = save_checkpoint(model, work / "run" / "best", tok.fingerprint)
+    recipe, _, ckpt = tiny_workspace(work, ml_split, tok, table, [f"eval.beam_size={BEAM}"])
     users = list(range(0, 600, 50))  # 12 dataset users
     hist = np.concatenate(
         [user_history(ml_split, ml_split.dataset.user_ids[u], 5)[1] for u in users]

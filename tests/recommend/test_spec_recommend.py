@@ -3,41 +3,20 @@ workspace made of the shared real fixtures and a tiny checkpoint."""
 
 from __future__ import annotations
 
-import shutil
-from pathlib import Path
-
 import numpy as np
 import pytest
-import torch
 
 from freshrec import pipeline
-from freshrec.config import load_recipe
-from freshrec.data.store import save_split
-from freshrec.embed import cache_path
 from freshrec.errors import ConfigError, UnknownItemError
-from freshrec.model.base import build_model
-from freshrec.model.checkpoint import save_checkpoint
 from freshrec.recommend.spec import train_self_drafter
-from model_helpers import tiny_config
-
-REPO = Path(__file__).resolve().parents[2]
+from model_helpers import tiny_workspace
 
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory, ml_split, ml_sids, ml_emb):
     tok, table = ml_sids
     work = tmp_path_factory.mktemp("specwork")
-    recipe = load_recipe("cpu", [f"work_dir={work}", "eval.beam_size=10"])
-    ws = pipeline.workspace(recipe)
-    save_split(ml_split, ws.prepared)
-    tok.save(ws.tokenizer, table)
-    texts = ml_split.dataset.items.texts
-    dst = cache_path(ws.embeddings, texts)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copy(cache_path(REPO / ".freshrec" / "test-cache", texts), dst)
-    torch.manual_seed(0)
-    model = build_model(tiny_config("tiger", max_history=5), tok.vocab).eval()
-    ckpt = save_checkpoint(model, work / "run" / "best", tok.fingerprint)
+    recipe, model, ckpt = tiny_workspace(work, ml_split, tok, table, ["eval.beam_size=10"])
     drafter = train_self_drafter(model, ml_split, table, steps=2, batch_size=32)
     heads = drafter.save(work / "heads")
     return {"recipe": recipe, "run": work / "run", "ckpt": ckpt, "heads": heads}
