@@ -36,6 +36,7 @@ from freshrec import pipeline
 from freshrec.atomic import write_json
 from freshrec.data.schema import Split
 from freshrec.evaluate.report import run_metadata
+from freshrec.serve.config import ServeConfig
 from serve_load import (
     HealthProbe,
     Server,
@@ -235,7 +236,7 @@ def main() -> None:
             "fresh_gr_beam": "the recipe's evaluation beam (50), no wider-beam retries",
             "max_batch": 32,
             "batch_window_ms": 2.0,
-            "max_inflight_recommend": 24,
+            "max_inflight_recommend": ServeConfig.model_fields["max_inflight_recommend"].default,
             "follow_interval_s": 1.0,
         },
         load_average_before=[round(x, 2) for x in load_before],

@@ -325,10 +325,11 @@ def test_brand_new_item_from_title_and_genres(client):
 
 def test_concurrent_recommends_during_an_edit(client, ml_split: Split, new_items):
     ids = ml_split.dataset.items.ids
-    bodies = [{"history": warm_history(ml_split, k), "top_k": 10} for k in range(16)]
+    n = 10  # clients: below the default in-flight bound (12), so none is shed
+    bodies = [{"history": warm_history(ml_split, k), "top_k": 10} for k in range(n)]
     batch = new_items[20:27]
     errors: list[str] = []
-    counts = [0] * 16
+    counts = [0] * n
     done = threading.Event()
 
     def worker(k: int) -> None:
@@ -341,7 +342,7 @@ def test_concurrent_recommends_during_an_edit(client, ml_split: Split, new_items
                 if counts[k] >= 200:
                     break
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(16)]
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(n)]
     for t in threads:
         t.start()
     r = client.post("/items", json=item_payload(ml_split, batch), headers=KEY)

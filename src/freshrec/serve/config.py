@@ -92,10 +92,10 @@ class ServeConfig(BaseModel):
     request_timeout_s: float = Field(30.0, gt=0)
     # --- load shedding and shutdown
     max_inflight_recommend: int = Field(
-        24,
+        12,
         ge=1,
         description="/recommend requests in flight at most; beyond, 429 at once (about "
-        "throughput x latency target: 100 req/s x 0.25 s)",
+        "throughput x latency target: ~50 req/s in mode fresh on 2 cores x 0.25 s)",
     )
     max_inflight_writes: int = Field(
         4, ge=1, description="POST /items and DELETE /edits in flight at most; beyond, 429"
