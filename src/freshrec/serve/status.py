@@ -31,7 +31,6 @@ def update_gauges(svc: Service) -> dict[str, Any]:
         "warm_items": n_warm,
         "live_new_items": svc.session.catalog.size("new"),
         "pending_items": counts[PENDING],
-        "packs_applied": len(svc.serve_stack),
         "quarantined_packs": quarantined,
     }
 
@@ -46,7 +45,7 @@ def health(svc: Service) -> dict[str, Any]:
         "editing": len(worker.editing),
         "queued": len(worker.queue),
         **svc._summary,
-        "packs_applied": len(svc.serve_stack),  # read now, not from the last summary
+        "packs_applied": len(svc.serve_stack),  # read now: the stack changes before statuses
         "checkpoint_hash": svc.serve_stack.base_hash[:16],
         "arch": svc.model.arch,
         "batching": svc.config.batching,
