@@ -55,6 +55,7 @@ from freshrec.evaluate.report import run_metadata
 from freshrec.evaluate.spec_tuning import tune_gamma
 from freshrec.recommend import Catalog, Session
 from freshrec.recommend.fresh import (
+    AudienceParams,
     FreshParams,
     FreshRanker,
     LogisticGate,
@@ -85,6 +86,9 @@ KEYS = (
     "textsim_cold_recall20",
     "textsim_new_cold_recall20",
     "service_live_top10_share",
+    "service_live_top10_share_without_audience",
+    "audience_fire_share_valid",
+    "audience_fire_share_test",
     "fuse_ms_per_request",
     "gr_ms_per_request",
 )
@@ -235,6 +239,18 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     # --- the warm expert alone (the GR beam re-ranked by content, no new items)
     rows.append(method_row("warm expert alone (GR + content re-rank)", _q_list(tch, treq), tbase))
 
+    # --- the audience slot: how often it moves a new item up, and FRESH without it
+    no_audience = default.model_copy(update={"audience": AudienceParams(slot=0)})
+    tfused = FreshRanker(Precomputed(thist, *tbeam, H), emb, is_new, default)
+    q = quality(tfused.fuse(tch, 50, no_audience).items, treq)
+    rows.append(method_row("FRESH without the audience slot", q, tbase))
+    share = default.audience.share
+    fires = {
+        f"audience_fire_share_{part}": float((ch.new_audience.max(1) >= share).mean())
+        for part, ch in (("valid", vch), ("test", tch))
+        if ch.new_audience is not None and ch.new_audience.shape[1]
+    }
+
     # --- quota baselines: the GR beam (as the issue defines them), the same new items
     vraw, traw = (*vbeam, *vch[2:4]), (*tbeam, *tch[2:4])
     qrows = [(k, quality(quota(*vraw, k, 20).items, vreq)) for k in range(1, 11)]
@@ -377,6 +393,7 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
 
     # --- service: live new films in the top-10, latency
     live = live_top10_share(model, table, split, emb, default, args.live_films, seed)
+    live_off = live_top10_share(model, table, split, emb, no_audience, args.live_films, seed)
     fresh.beam, fresh.params = warm, default
     sub = slice(0, args.latency_requests)
     fuse_ms, gr_ms = latency(fresh, warm, thist[sub], np.asarray(treq.user)[sub])
@@ -405,6 +422,8 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
             "textsim_cold_recall20": by["text-sim"]["cold_recall20"],
             "textsim_new_cold_recall20": by["text-sim (new only)"]["cold_recall20"],
             "service_live_top10_share": live,
+            "service_live_top10_share_without_audience": live_off,
+            **fires,
             "fuse_ms_per_request": fuse_ms,
             "gr_ms_per_request": gr_ms,
             "rows": rows,
@@ -482,6 +501,10 @@ def edit_rows(r, model, split, table, emb, vreq, treq, vhist, thist, tbase, seed
 
 
 # ------------------------------------------------------------------------------- report
+def _fmt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
 def median(values: list[float | None]) -> float | None:
     vals = [v for v in values if v is not None]
     return float(np.median(vals)) if vals else None
@@ -489,7 +512,7 @@ def median(values: list[float | None]) -> float | None:
 
 def write(results: list[dict[str, Any]], args: argparse.Namespace, name: str) -> None:
     seeds = [res["seed"] for res in results]
-    summary = {k: median([res[k] for res in results]) for k in KEYS}
+    summary = {k: median([res.get(k) for res in results]) for k in KEYS}
     methods = list(dict.fromkeys(row["method"] for res in results for row in res["rows"]))
     table_rows = []
     for m in methods:  # a method skipped on some seeds (--skip) has the median of the others
@@ -538,7 +561,9 @@ def write(results: list[dict[str, Any]], args: argparse.Namespace, name: str) ->
         f"Every method except FRESH (default) is tuned for the largest validation cold R@20 "
         f"within a {args.budget:.0%} warm R@20 / N@10 loss; FRESH (default) for the largest "
         "validation overall R@20 within the recipe's 1.5% (`fresh.objective`, `fresh.budget`). "
-        "FRESH re-ranks the GR beam by content agreement (the warm expert) before fusing.",
+        "FRESH re-ranks the GR beam by content agreement (the warm expert) before fusing, "
+        "and moves a new item up to position 10 when its 10 closest catalog items make up at "
+        "least half of the last 10 history items (the audience slot).",
         "",
         "| method (test) | warm R@20 | warm N@10 | cold R@20 | overall R@20 | warm R@20 vs GR "
         "| warm N@10 vs GR | seeds |",
@@ -565,7 +590,8 @@ def write(results: list[dict[str, Any]], args: argparse.Namespace, name: str) ->
         f"{s['fresh_overall_recall20'] / s['gr_overall_recall20']:.3f} and > SASRec "
         f"{s['sasrec_overall_recall20']:.4f}; > quotas "
         f"{max(s['quota_cold_recall20'], s['gated_quota_cold_recall20']):.4f}; live top-10 "
-        f"share {s['service_live_top10_share']:.2f} (>= 0.5); fuse / GR latency "
+        f"share {s['service_live_top10_share']:.2f} (>= 0.5; without the audience slot "
+        f"{_fmt(s['service_live_top10_share_without_audience'])}); fuse / GR latency "
         f"{s['fuse_ms_per_request'] / s['gr_ms_per_request']:.2f} (<= 1.5).",
     ]
     write_text(RESULTS / f"{name}.md", "\n".join(lines) + "\n")

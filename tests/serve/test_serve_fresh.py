@@ -65,7 +65,7 @@ def test_added_items_are_recommendable_at_once(server, ml_split: Split, ml_emb) 
         health = c.get("/health").json()
     share = float(np.mean(in_top10))
     print(f"live top-10 share {share:.2f}, first answer {waited[0] * 1000:.0f} ms after the ack")
-    assert share >= 0.5, in_top10
+    assert share >= 0.9, in_top10  # the audience slot (recommend.fresh.audience)
     assert waited[0] < 5.0  # the first answer after the ack already counts the item
     assert row["status"] == "pending"  # not edited yet...
     assert row["recommendable"] is True  # ...but recommended

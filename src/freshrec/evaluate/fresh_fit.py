@@ -34,7 +34,7 @@ from freshrec.errors import ConfigError
 from freshrec.evaluate.metrics import hit_ranks
 from freshrec.evaluate.protocol import sample_requests
 from freshrec.recommend.fresh.content import ContentParams
-from freshrec.recommend.fresh.fusion import Fused, mix, warm_expert
+from freshrec.recommend.fresh.fusion import Fused, warm_expert
 from freshrec.recommend.fresh.gate import LogisticGate
 from freshrec.recommend.fresh.params import FreshParams, GateParams
 from freshrec.recommend.fresh.ranker import Channels, FreshRanker, exclude_items
@@ -265,5 +265,4 @@ def _choose_mixture(
 
 
 def _fuse(ranker: FreshRanker, ch: Channels, params: FreshParams, logit: np.ndarray) -> Fused:
-    z = params.gate_scale * logit + params.gate_bias
-    return mix(ch.beam_items, ch.beam_scores, ch.new_items, ch.new_log_probs, z, 20, params.head)
+    return ranker.fuse(ch, 20, params, gate_logit=logit)

@@ -2,6 +2,7 @@
 per-request freshness gate (docs/FRESH.md). Calibrated on validation by
 `freshrec.evaluate.fresh_fit.fit_fresh`; parameters in the checkpoint's `fresh.json`."""
 
+from freshrec.recommend.fresh.audience import AudienceParams
 from freshrec.recommend.fresh.content import ContentParams, ContentScorer
 from freshrec.recommend.fresh.fusion import Fused, mix, quota, warm_expert
 from freshrec.recommend.fresh.gate import (
@@ -17,6 +18,7 @@ from freshrec.recommend.fresh.scope import ScopeParams, scope_mix
 __all__ = [
     "DEFAULT_FEATURES",
     "FEATURES",
+    "AudienceParams",
     "Channels",
     "ContentParams",
     "ContentScorer",

@@ -31,7 +31,8 @@ class Fused(NamedTuple):
     from_new: np.ndarray
 
 
-def _log_sigmoid(x: np.ndarray) -> np.ndarray:
+def log_sigmoid(x: np.ndarray) -> np.ndarray:
+    """log(1 / (1 + exp(-x))), elementwise, without overflow."""
     return -np.logaddexp(0.0, -x)
 
 
@@ -101,8 +102,8 @@ def mix(
     of the new-item expert. Returned scores are the mixture log-scores; the `head` first
     beam items rank first whatever their score."""
     z = np.asarray(z, dtype=np.float64)[:, None]
-    bs = np.where(beam_items >= 0, beam_scores + _log_sigmoid(-z), -np.inf)
-    ns = np.where(new_items >= 0, new_log_probs + _log_sigmoid(z), -np.inf)
+    bs = np.where(beam_items >= 0, beam_scores + log_sigmoid(-z), -np.inf)
+    ns = np.where(new_items >= 0, new_log_probs + log_sigmoid(z), -np.inf)
     bs, ns = _drop_duplicates(beam_items, bs, new_items, ns)
     scores = np.concatenate([bs, ns], axis=1)
     rank_key = scores

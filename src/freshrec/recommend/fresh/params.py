@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from freshrec.atomic import write_text
 from freshrec.errors import CheckpointError, validation_problems
+from freshrec.recommend.fresh.audience import AudienceParams
 from freshrec.recommend.fresh.content import ContentParams
 from freshrec.recommend.fresh.gate import DEFAULT_FEATURES, LogisticGate
 
@@ -48,8 +49,9 @@ class FreshParams(BaseModel):
 
     gate_scale a, gate_bias b: the new-item expert's log-odds are z = a * gate_logit + b.
     warm_weight: the content channel's weight in the warm expert (`fusion.warm_expert`; 0 =
-    the GR beam as generated). head: beam items always ranked first. n_candidates: new
-    items drawn from the content channel per request. max_reference: catalog items the
+    the GR beam as generated). audience: the audience slot (`audience`; slot 0 = off).
+    head: beam items always ranked first. n_candidates: new items drawn from the content
+    channel per request. max_reference: catalog items the
     content distribution is normalised over (a seeded sample beyond this). fitted: how and on
     what the values were chosen (None = the built-in defaults).
     """
@@ -62,6 +64,7 @@ class FreshParams(BaseModel):
     gate_scale: float = 1.0
     gate_bias: float = -2.0
     warm_weight: float = Field(0.0, ge=0)
+    audience: AudienceParams = AudienceParams()
     head: int = Field(1, ge=0)
     n_candidates: int = Field(50, ge=1)
     max_reference: int = Field(16384, ge=1)

@@ -5,8 +5,9 @@ Per batch of requests: (1) the GR beam's top items and log-probs over the items 
 was trained on, re-ranked by content agreement (`fusion.warm_expert`); (2) every live new
 item's content log-prob over the whole catalog (`ContentScorer`), history items excluded,
 and the best `n_candidates` of them; (3) the gate's log-odds that the next item is new, from
-`gate_features`; (4) `fusion.mix`. A new item is recommendable the moment it has a text
-embedding: nothing is trained or edited.
+`gate_features`; (4) `fusion.mix`; (5) the audience slot (`audience`): a new item whose
+closest catalog items fill the recent history moves up to a top-10 position. A new item is
+recommendable the moment it has a text embedding: nothing is trained or edited.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ import numpy as np
 
 from freshrec.data.schema import Requests, Split
 from freshrec.errors import ConfigError
+from freshrec.recommend.fresh.audience import audience_share, closest_items, promote
 from freshrec.recommend.fresh.content import ContentScorer, normalise_rows, reference_items
-from freshrec.recommend.fresh.fusion import Fused, mix, warm_expert
+from freshrec.recommend.fresh.fusion import Fused, log_sigmoid, mix, warm_expert
 from freshrec.recommend.fresh.gate import gate_features
 from freshrec.recommend.fresh.params import FreshParams
 
@@ -54,7 +56,9 @@ class Channels(NamedTuple):
     beam_items int64[n, K] / beam_scores float32[n, K]: the warm expert (the GR beam, re-ranked
     by content when `warm_weight` > 0; log-scores);
     new_items int64[n, M] / new_log_probs float32[n, M]: the best new items by content
-    log-prob over the whole catalog; features float64[n, F]: the gate's inputs.
+    log-prob over the whole catalog; features float64[n, F]: the gate's inputs;
+    new_audience float32[n, M]: the share of the recent history in each new item's audience
+    (`audience.audience_share`; None when the audience slot is off).
     """
 
     beam_items: np.ndarray
@@ -62,6 +66,7 @@ class Channels(NamedTuple):
     new_items: np.ndarray
     new_log_probs: np.ndarray
     features: np.ndarray
+    new_audience: np.ndarray | None = None
 
 
 def exclude_items(scores: np.ndarray, items: np.ndarray, column: np.ndarray) -> None:
@@ -111,6 +116,18 @@ class FreshRanker:
         self.column[self.new_items] = np.arange(len(self.new_items))
         self.reference = reference_items(np.flatnonzero(self.recommendable), params.max_reference)
         self.n_catalog = int(self.recommendable.sum())
+        self._audiences: dict[int, np.ndarray] = {}
+
+    def audiences(self, k: int) -> np.ndarray:
+        """int64[n_items, k] the k closest recommendable items of every live new item (rows
+        of other items -1); computed once per k (one pass over the catalog)."""
+        if k not in self._audiences:
+            table = np.full((len(self.is_new), k), -1, dtype=np.int64)
+            table[self.new_items] = closest_items(
+                self.emb, self.new_items, np.flatnonzero(self.recommendable), k
+            )
+            self._audiences[k] = table  # one assignment: safe to share between threads
+        return self._audiences[k]
 
     def content(self, params: FreshParams | None = None) -> ItemScorer:
         """The new-item scorer: `scorer` if one was given (e.g. a `DenseScorer`), else the
@@ -166,7 +183,13 @@ class FreshRanker:
         if params.warm_weight > 0:
             content = self.warm_content(histories, b_items, params)
             b_items, b_scores = warm_expert(b_items, b_scores, content, params.warm_weight)
-        return Channels(b_items, b_scores, n_items, n_lp, feats)
+        aud = params.audience
+        audience = None
+        if aud.slot > 0:
+            members = self.audiences(aud.k)[np.clip(n_items, 0, None)]
+            members[n_items < 0] = -1
+            audience = audience_share(histories, members, aud.last)
+        return Channels(b_items, b_scores, n_items, n_lp, feats, audience)
 
     def warm_content(
         self, histories: np.ndarray, items: np.ndarray, params: FreshParams | None = None
@@ -177,12 +200,30 @@ class FreshRanker:
         scorer = ContentScorer(self.emb, content)
         return scorer.row_scores(histories, items) / np.float32(content.temperature)
 
-    def fuse(self, ch: Channels, top_k: int, params: FreshParams | None = None) -> Fused:
+    def fuse(
+        self,
+        ch: Channels,
+        top_k: int,
+        params: FreshParams | None = None,
+        gate_logit: np.ndarray | None = None,
+    ) -> Fused:
+        """The fused top_k of `ch`: `fusion.mix` under the gate, then the audience slot.
+        gate_logit float[n]: the gate's logit if already computed (calibration)."""
         params = params or self.params
-        z = params.gate_scale * params.gate.build().logit(ch.features) + params.gate_bias
-        return mix(
+        if gate_logit is None:
+            gate_logit = params.gate.build().logit(ch.features)
+        z = params.gate_scale * gate_logit + params.gate_bias
+        out = mix(
             ch.beam_items, ch.beam_scores, ch.new_items, ch.new_log_probs, z, top_k, params.head
         )
+        aud = params.audience
+        if aud.slot == 0 or ch.new_audience is None or ch.new_items.shape[1] == 0:
+            return out
+        col = np.argmax(ch.new_audience, axis=1)  # ties: the better content log-prob
+        rows = np.arange(len(col))
+        share = ch.new_audience[rows, col]
+        score = ch.new_log_probs[rows, col] + log_sigmoid(z)
+        return promote(out, ch.new_items[rows, col], score, share >= aud.share, aud.slot)
 
     def rank_histories(
         self,

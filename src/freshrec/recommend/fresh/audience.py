@@ -1,0 +1,106 @@
+"""The audience slot: a new item is shown to the requests whose recent history is made of its
+closest catalog items, whatever the freshness gate says.
+
+The mixture (`fusion.mix`) ranks a new item by P(next is new) x its content probability, and
+for a history without new items the gate's P(next is new) is about the validation base rate
+(~10%), so a film added a minute ago rarely beats the tenth warm item even for a user who
+watched everything like it. The audience slot is the exposure rule a catalog team expects:
+when at least `share` x `last` of a request's last `last` history items are among a live new
+item's `k` closest recommendable items (cosine of text embeddings), that item moves up to
+position `slot` of the fused list (the list keeps its length; nothing above the slot moves).
+It is an exposure rule, not a recall gain: on the benchmark's validation requests it fires
+for ~0.2% of them; calibration (`evaluate.fresh_fit`) scores the mixture with it in place.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from freshrec.recommend.fresh.fusion import Fused
+
+
+class AudienceParams(BaseModel):
+    """k: closest catalog items that make up a new item's audience; last: history items
+    looked at (most recent); share: the part of them that must be in the audience; slot:
+    the position (1-based) the item is moved up to (0 = the rule is off)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    k: int = Field(10, ge=1)
+    last: int = Field(10, ge=1)
+    share: float = Field(0.5, gt=0, le=1)
+    slot: int = Field(10, ge=0)
+
+
+@torch.no_grad()
+def closest_items(
+    emb: torch.Tensor, items: np.ndarray, candidates: np.ndarray, k: int, chunk: int = 1024
+) -> np.ndarray:
+    """int64[m, k] the k `candidates` (int64[c]) closest to each of `items` (int64[m]) by
+    cosine of the unit rows of emb float32[n_items, d], best first, the item itself left out;
+    -1 where fewer than k exist."""
+    items = np.asarray(items, dtype=np.int64)
+    candidates = np.asarray(candidates, dtype=np.int64)
+    out = np.full((len(items), k), -1, dtype=np.int64)
+    kk = min(k, len(candidates))
+    if kk == 0 or len(items) == 0:
+        return out
+    cand = torch.from_numpy(candidates)
+    cand_emb = emb[cand]
+    for start in range(0, len(items), chunk):
+        it = torch.from_numpy(items[start : start + chunk])
+        sims = emb[it] @ cand_emb.T  # [b, c]
+        sims[it[:, None] == cand[None, :]] = -torch.inf
+        val, idx = sims.topk(kk, dim=1)
+        out[start : start + chunk, :kk] = np.where(
+            torch.isfinite(val).numpy(), candidates[idx.numpy()], -1
+        )
+    return out
+
+
+def audience_share(histories: np.ndarray, audiences: np.ndarray, last: int) -> np.ndarray:
+    """float32[n, M]: how many of each request's last `last` history items (histories
+    int64[n, H], right-aligned, -1 padded) are in each candidate's audience (audiences
+    int64[n, M, k], -1 padded: the k closest items of request i's candidate j), divided by
+    `last`. A short history counts its missing items as outside: one watched film is not a
+    history full of the candidate's neighbours."""
+    h = np.asarray(histories, dtype=np.int64)[:, -last:]
+    real = h >= 0
+    hit = (audiences[:, :, :, None] == h[:, None, None, :]) & (audiences[:, :, :, None] >= 0)
+    inside = hit.any(2) & real[:, None, :]  # [n, M, last]
+    return (inside.sum(2) / last).astype(np.float32)
+
+
+def promote(
+    fused: Fused, item: np.ndarray, score: np.ndarray, fire: np.ndarray, slot: int
+) -> Fused:
+    """`fused` with item int64[n] moved up to position `slot` (1-based) of the rows where
+    fire bool[n] holds and the item is not already at or above it; score float[n]: the score
+    it is reported with when it was not in the list. Items below the slot move down one and
+    the last one drops out."""
+    items, scores, from_new = fused
+    n, top_k = items.shape
+    if slot < 1 or n == 0 or not fire.any():
+        return fused
+    slot = min(slot, top_k)
+    at = (items == item[:, None]) & (item[:, None] >= 0)
+    pos = np.where(at.any(1), at.argmax(1), top_k)
+    fire = fire & (item >= 0) & (pos >= slot)
+    if not fire.any():
+        return fused
+    key = np.broadcast_to(np.arange(top_k, dtype=np.float64), (n, top_k)).copy()
+    key[at & fire[:, None]] = np.inf  # the item leaves its old place...
+    extra = np.where(fire, slot - 1.5, np.inf)  # ...and enters just above position `slot`
+    key = np.concatenate([key, extra[:, None]], axis=1)
+    old = np.where(at.any(1), scores[np.arange(n), np.minimum(pos, top_k - 1)], score)
+    all_items = np.concatenate([items, item[:, None]], axis=1)
+    all_scores = np.concatenate([scores, old[:, None].astype(scores.dtype)], axis=1)
+    all_new = np.concatenate([from_new, np.ones((n, 1), dtype=bool)], axis=1)
+    order = np.argsort(key, axis=1, kind="stable")[:, :top_k]
+    return Fused(
+        np.take_along_axis(all_items, order, 1),
+        np.take_along_axis(all_scores, order, 1),
+        np.take_along_axis(all_new, order, 1),
+    )
