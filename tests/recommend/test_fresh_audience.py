@@ -11,37 +11,48 @@ import pytest
 
 from freshrec.errors import CheckpointError
 from freshrec.recommend.fresh import AudienceParams, FreshParams, FreshRanker
-from freshrec.recommend.fresh.audience import audience_share, closest_items, promote
+from freshrec.recommend.fresh.audience import audience_radii, audience_share, promote
 from freshrec.recommend.fresh.content import normalise_rows
 from freshrec.recommend.fresh.fusion import Fused
 
 
-def test_closest_items_match_a_sort_and_leave_the_item_out(ml_emb: np.ndarray) -> None:
-    emb = normalise_rows(ml_emb[:300])
-    items = np.array([0, 5, 299])
-    candidates = np.arange(0, 300, 2)  # 0 is a candidate and one of the items
-    got = closest_items(emb, items, candidates, 7, chunk=2)
+def test_radii_and_shares_match_the_k_closest_items(ml_emb: np.ndarray) -> None:
+    emb = normalise_rows(ml_emb[:400])
     e = emb.numpy()
-    for row, i in zip(got, items, strict=True):
-        sims = e[candidates] @ e[i]
-        sims[candidates == i] = -np.inf
-        assert row.tolist() == candidates[np.argsort(-sims, kind="stable")[:7]].tolist()
-    assert (closest_items(emb, items, np.array([0, 2]), 3)[0] == [2, -1, -1]).all()
-
-
-def test_audience_share_counts_the_last_items_over_a_fixed_window() -> None:
-    hist = np.array([[-1, -1, 4, 5, 6, 7], [-1, -1, -1, -1, -1, 7], [1, 2, 3, 4, 5, 6]])
-    # request r, candidate j: its audience (k = 3)
-    aud = np.array(
-        [
-            [[4, 5, 9], [7, -1, -1]],
-            [[7, 8, 9], [-1, -1, -1]],
-            [[1, 2, 3], [4, 5, 6]],
-        ]
-    )
-    got = audience_share(hist, aud, last=4)
-    # window = last 4 items; a one-item history is not "full" of anything
-    assert np.allclose(got, [[0.5, 0.25], [0.25, 0.0], [0.25, 0.75]])
+    catalog = np.arange(0, 400, 2)  # the recommendable items (0 is also a candidate)
+    items = np.array([0, 5, 399])
+    radii = audience_radii(emb, items, catalog, 7, len(catalog))
+    closest = []
+    for r, i in zip(radii, items, strict=True):
+        sims = e[catalog] @ e[i]
+        sims[catalog == i] = -np.inf
+        closest.append(set(catalog[np.argsort(-sims, kind="stable")[:7]].tolist()))
+        assert r == pytest.approx(np.sort(sims)[-7], abs=1e-6)
+    # a history with 6 of item 5's closest items after 4 unrelated ones; a one-item history
+    near = sorted(closest[1])[:6]
+    far = [x for x in catalog.tolist() if all(x not in c for c in closest)][:4]
+    hist = np.array([far + near, [-1] * 9 + [near[0]]])
+    cand = np.array([[0, 5, 399, -1], [5, 399, -1, -1]])
+    rad = np.full(cand.shape, np.inf, dtype=np.float32)
+    for col, i in enumerate(items):
+        rad[cand == i] = radii[col]
+    got = audience_share(emb, hist, cand, rad, last=8)
+    want = np.zeros(cand.shape)
+    for r in range(len(hist)):
+        for j, c in enumerate(cand[r]):
+            if c >= 0:
+                members = closest[items.tolist().index(c)]
+                want[r, j] = sum(h in members for h in hist[r, -8:] if h >= 0) / 8
+    assert np.allclose(got, want)
+    assert got[0, 1] == 6 / 8
+    assert got[1, 0] == 1 / 8  # a short history is not "full"
+    # a sample of the catalog: the k-th closest of the catalog ~ the (k r / n)-th of the sample
+    sample = catalog[::2]
+    half = audience_radii(emb, items, sample, 14, len(catalog))
+    for r, i in zip(half, items, strict=True):
+        sims = e[sample] @ e[i]
+        sims[sample == i] = -np.inf
+        assert r == pytest.approx(np.sort(sims)[-7], abs=1e-6)
 
 
 def _fused(items: list[list[int]]) -> Fused:

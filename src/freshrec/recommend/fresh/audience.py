@@ -6,7 +6,8 @@ for a history without new items the gate's P(next is new) is about the validatio
 (~10%), so a film added a minute ago rarely beats the tenth warm item even for a user who
 watched everything like it. The audience slot is the exposure rule a catalog team expects:
 when at least `share` x `last` of a request's last `last` history items are among a live new
-item's `k` closest recommendable items (cosine of text embeddings), that item moves up to
+item's `k` closest recommendable items (cosine of text embeddings: the history item is at
+least as close to it as its k-th closest item, `audience_radii`), that item moves up to
 position `slot` of the fused list (the list keeps its length; nothing above the slot moves).
 It is an exposure rule, not a recall gain: on the benchmark's validation requests it fires
 for ~0.2% of them; calibration (`evaluate.fresh_fit`) scores the mixture with it in place.
@@ -35,42 +36,44 @@ class AudienceParams(BaseModel):
 
 
 @torch.no_grad()
-def closest_items(
-    emb: torch.Tensor, items: np.ndarray, candidates: np.ndarray, k: int, chunk: int = 1024
+def audience_radii(
+    emb: torch.Tensor, items: np.ndarray, reference: np.ndarray, k: int, n_total: int
 ) -> np.ndarray:
-    """int64[m, k] the k `candidates` (int64[c]) closest to each of `items` (int64[m]) by
-    cosine of the unit rows of emb float32[n_items, d], best first, the item itself left out;
-    -1 where fewer than k exist."""
+    """float32[m]: the cosine of each of `items`' (int64[m]) k-th closest catalog item, the
+    item itself left out, from emb float32[n_items, d] unit rows; a history item at least
+    this close is in the item's audience. `reference` int64[r] (sorted): the catalog items
+    (or a seeded sample of the `n_total` of them, where the k-th closest of the catalog is
+    about the (k r / n_total)-th closest of the sample); -inf when too few items exist."""
     items = np.asarray(items, dtype=np.int64)
-    candidates = np.asarray(candidates, dtype=np.int64)
-    out = np.full((len(items), k), -1, dtype=np.int64)
-    kk = min(k, len(candidates))
-    if kk == 0 or len(items) == 0:
+    out = np.full(len(items), -np.inf, dtype=np.float32)
+    ref = torch.from_numpy(np.asarray(reference, dtype=np.int64))
+    kk = max(1, round(k * len(ref) / max(n_total, 1)))
+    if len(items) == 0 or len(ref) <= kk:
         return out
-    cand = torch.from_numpy(candidates)
-    cand_emb = emb[cand]
-    for start in range(0, len(items), chunk):
-        it = torch.from_numpy(items[start : start + chunk])
-        sims = emb[it] @ cand_emb.T  # [b, c]
-        sims[it[:, None] == cand[None, :]] = -torch.inf
-        val, idx = sims.topk(kk, dim=1)
-        out[start : start + chunk, :kk] = np.where(
-            torch.isfinite(val).numpy(), candidates[idx.numpy()], -1
-        )
+    ref_emb = emb[ref]
+    for start in range(0, len(items), 1024):
+        it = torch.from_numpy(items[start : start + 1024])
+        sims = emb[it] @ ref_emb.T  # [b, r]
+        sims[it[:, None] == ref[None, :]] = -torch.inf
+        out[start : start + 1024] = sims.topk(kk, dim=1).values[:, -1].numpy()
     return out
 
 
-def audience_share(histories: np.ndarray, audiences: np.ndarray, last: int) -> np.ndarray:
+@torch.no_grad()
+def audience_share(
+    emb: torch.Tensor, histories: np.ndarray, items: np.ndarray, radii: np.ndarray, last: int
+) -> np.ndarray:
     """float32[n, M]: how many of each request's last `last` history items (histories
-    int64[n, H], right-aligned, -1 padded) are in each candidate's audience (audiences
-    int64[n, M, k], -1 padded: the k closest items of request i's candidate j), divided by
-    `last`. A short history counts its missing items as outside: one watched film is not a
-    history full of the candidate's neighbours."""
-    h = np.asarray(histories, dtype=np.int64)[:, -last:]
-    real = h >= 0
-    hit = (audiences[:, :, :, None] == h[:, None, None, :]) & (audiences[:, :, :, None] >= 0)
-    inside = hit.any(2) & real[:, None, :]  # [n, M, last]
-    return (inside.sum(2) / last).astype(np.float32)
+    int64[n, H], right-aligned, -1 padded) are in the audience of each of its candidates
+    items int64[n, M] (-1 = empty slot: 0), divided by `last`. radii float32[n, M]: the
+    candidates' `audience_radii`. A short history counts its missing items as outside: one
+    watched film is not a history full of the candidate's neighbours."""
+    h = torch.from_numpy(np.asarray(histories, dtype=np.int64)[:, -last:])
+    cand = torch.from_numpy(np.asarray(items, dtype=np.int64))
+    sims = torch.einsum("bld,bmd->blm", emb[h.clamp(min=0)], emb[cand.clamp(min=0)])
+    inside = sims >= torch.from_numpy(np.asarray(radii, dtype=np.float32))[:, None, :] - 1e-6
+    inside &= (h >= 0)[:, :, None] & (cand >= 0)[:, None, :]
+    return (inside.sum(1).float() / last).numpy()
 
 
 def promote(

@@ -18,7 +18,7 @@ import numpy as np
 
 from freshrec.data.schema import Requests, Split
 from freshrec.errors import ConfigError
-from freshrec.recommend.fresh.audience import audience_share, closest_items, promote
+from freshrec.recommend.fresh.audience import audience_radii, audience_share, promote
 from freshrec.recommend.fresh.content import ContentScorer, normalise_rows, reference_items
 from freshrec.recommend.fresh.fusion import Fused, log_sigmoid, mix, warm_expert
 from freshrec.recommend.fresh.gate import gate_features
@@ -116,18 +116,18 @@ class FreshRanker:
         self.column[self.new_items] = np.arange(len(self.new_items))
         self.reference = reference_items(np.flatnonzero(self.recommendable), params.max_reference)
         self.n_catalog = int(self.recommendable.sum())
-        self._audiences: dict[int, np.ndarray] = {}
+        self._radii: dict[int, np.ndarray] = {}
 
-    def audiences(self, k: int) -> np.ndarray:
-        """int64[n_items, k] the k closest recommendable items of every live new item (rows
-        of other items -1); computed once per k (one pass over the catalog)."""
-        if k not in self._audiences:
-            table = np.full((len(self.is_new), k), -1, dtype=np.int64)
-            table[self.new_items] = closest_items(
-                self.emb, self.new_items, np.flatnonzero(self.recommendable), k
+    def audience_radii(self, k: int) -> np.ndarray:
+        """float32[n_items]: the cosine of every live new item's k-th closest recommendable
+        item (other items: inf), computed once per k against the `reference` items."""
+        if k not in self._radii:
+            radii = np.full(len(self.is_new), np.inf, dtype=np.float32)
+            radii[self.new_items] = audience_radii(
+                self.emb, self.new_items, self.reference, k, self.n_catalog
             )
-            self._audiences[k] = table  # one assignment: safe to share between threads
-        return self._audiences[k]
+            self._radii[k] = radii  # one assignment: safe to share between threads
+        return self._radii[k]
 
     def content(self, params: FreshParams | None = None) -> ItemScorer:
         """The new-item scorer: `scorer` if one was given (e.g. a `DenseScorer`), else the
@@ -186,9 +186,8 @@ class FreshRanker:
         aud = params.audience
         audience = None
         if aud.slot > 0:
-            members = self.audiences(aud.k)[np.clip(n_items, 0, None)]
-            members[n_items < 0] = -1
-            audience = audience_share(histories, members, aud.last)
+            radii = self.audience_radii(aud.k)[np.clip(n_items, 0, None)]
+            audience = audience_share(self.emb, histories, n_items, radii, aud.last)
         return Channels(b_items, b_scores, n_items, n_lp, feats, audience)
 
     def warm_content(
