@@ -61,19 +61,29 @@ def audience_radii(
 
 @torch.no_grad()
 def audience_share(
-    emb: torch.Tensor, histories: np.ndarray, items: np.ndarray, radii: np.ndarray, last: int
+    emb: torch.Tensor,
+    histories: np.ndarray,
+    items: np.ndarray,
+    radii: np.ndarray,
+    last: int,
+    chunk: int = 512,
 ) -> np.ndarray:
     """float32[n, M]: how many of each request's last `last` history items (histories
     int64[n, H], right-aligned, -1 padded) are in the audience of each of its candidates
     items int64[n, M] (-1 = empty slot: 0), divided by `last`. radii float32[n, M]: the
     candidates' `audience_radii`. A short history counts its missing items as outside: one
     watched film is not a history full of the candidate's neighbours."""
-    h = torch.from_numpy(np.asarray(histories, dtype=np.int64)[:, -last:])
-    cand = torch.from_numpy(np.asarray(items, dtype=np.int64))
-    sims = torch.einsum("bld,bmd->blm", emb[h.clamp(min=0)], emb[cand.clamp(min=0)])
-    inside = sims >= torch.from_numpy(np.asarray(radii, dtype=np.float32))[:, None, :] - 1e-6
-    inside &= (h >= 0)[:, :, None] & (cand >= 0)[:, None, :]
-    return (inside.sum(1).float() / last).numpy()
+    h_all = torch.from_numpy(np.asarray(histories, dtype=np.int64)[:, -last:])
+    cand_all = torch.from_numpy(np.asarray(items, dtype=np.int64))
+    radii_all = torch.from_numpy(np.asarray(radii, dtype=np.float32))
+    out = np.zeros(cand_all.shape, dtype=np.float32)
+    for start in range(0, len(out), chunk):
+        h, cand = h_all[start : start + chunk], cand_all[start : start + chunk]
+        sims = torch.einsum("bld,bmd->blm", emb[h.clamp(min=0)], emb[cand.clamp(min=0)])
+        inside = sims >= radii_all[start : start + chunk, None, :] - 1e-6
+        inside &= (h >= 0)[:, :, None] & (cand >= 0)[:, None, :]
+        out[start : start + chunk] = (inside.sum(1).float() / last).numpy()
+    return out
 
 
 def promote(
