@@ -21,7 +21,7 @@ def test_radii_and_shares_match_the_k_closest_items(ml_emb: np.ndarray) -> None:
     e = emb.numpy()
     catalog = np.arange(0, 400, 2)  # the recommendable items (0 is also a candidate)
     items = np.array([0, 5, 399])
-    radii = audience_radii(emb, items, catalog, 7, len(catalog))
+    radii = audience_radii(emb, items, catalog, 7, len(catalog), chunk=2)
     closest = []
     for r, i in zip(radii, items, strict=True):
         sims = e[catalog] @ e[i]

@@ -37,7 +37,12 @@ class AudienceParams(BaseModel):
 
 @torch.no_grad()
 def audience_radii(
-    emb: torch.Tensor, items: np.ndarray, reference: np.ndarray, k: int, n_total: int
+    emb: torch.Tensor,
+    items: np.ndarray,
+    reference: np.ndarray,
+    k: int,
+    n_total: int,
+    chunk: int = 1024,
 ) -> np.ndarray:
     """float32[m]: the cosine of each of `items`' (int64[m]) k-th closest catalog item, the
     item itself left out, from emb float32[n_items, d] unit rows; a history item at least
@@ -51,11 +56,11 @@ def audience_radii(
     if len(items) == 0 or len(ref) <= kk:
         return out
     ref_emb = emb[ref]
-    for start in range(0, len(items), 1024):
-        it = torch.from_numpy(items[start : start + 1024])
+    for start in range(0, len(items), chunk):
+        it = torch.from_numpy(items[start : start + chunk])
         sims = emb[it] @ ref_emb.T  # [b, r]
         sims[it[:, None] == ref[None, :]] = -torch.inf
-        out[start : start + 1024] = sims.topk(kk, dim=1).values[:, -1].numpy()
+        out[start : start + chunk] = sims.topk(kk, dim=1).values[:, -1].numpy()
     return out
 
 

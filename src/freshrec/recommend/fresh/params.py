@@ -51,9 +51,9 @@ class FreshParams(BaseModel):
     warm_weight: the content channel's weight in the warm expert (`fusion.warm_expert`; 0 =
     the GR beam as generated). audience: the audience slot (`audience`; slot 0 = off).
     head: beam items always ranked first. n_candidates: new items drawn from the content
-    channel per request. max_reference: catalog items the
-    content distribution is normalised over (a seeded sample beyond this). fitted: how and on
-    what the values were chosen (None = the built-in defaults).
+    channel per request. max_reference: catalog items the content distribution (and the
+    audience radii) are computed over (a seeded sample beyond this). fitted: how and on what
+    the values were chosen (None = the built-in defaults).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
