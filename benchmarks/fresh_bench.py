@@ -232,17 +232,15 @@ def run_seed(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     vch = FreshRanker(Precomputed(vhist, *vbeam, H), emb, is_new, default).channels(
         vhist, np.asarray(vreq.user)
     )
-    tch = FreshRanker(Precomputed(thist, *tbeam, H), emb, is_new, default).channels(
-        thist, np.asarray(treq.user)
-    )
+    tranker = FreshRanker(Precomputed(thist, *tbeam, H), emb, is_new, default)
+    tch = tranker.channels(thist, np.asarray(treq.user))
 
     # --- the warm expert alone (the GR beam re-ranked by content, no new items)
     rows.append(method_row("warm expert alone (GR + content re-rank)", _q_list(tch, treq), tbase))
 
     # --- the audience slot: how often it moves a new item up, and FRESH without it
     no_audience = default.model_copy(update={"audience": AudienceParams(slot=0)})
-    tfused = FreshRanker(Precomputed(thist, *tbeam, H), emb, is_new, default)
-    q = quality(tfused.fuse(tch, 50, no_audience).items, treq)
+    q = quality(tranker.fuse(tch, 50, no_audience).items, treq)
     rows.append(method_row("FRESH without the audience slot", q, tbase))
     share = default.audience.share
     fires = {
