@@ -73,6 +73,25 @@ def test_keeps_best_on_validation_and_stops_early(examples, ml_sids, tmp_path):
     assert best.state_dict().keys() == trainer.model.state_dict().keys()
 
 
+def test_min_fraction_defers_early_stopping(examples, ml_sids, tmp_path):
+    """Patience 3 is spent after epoch 4, but 0.7 of 10 epochs must run first: epoch 5's gain
+    becomes the best checkpoint, and patience then stops the run after epoch 8."""
+    scores = iter([0.10, 0.30, 0.20, 0.25, 0.15, 0.35, 0.2, 0.2, 0.2, 0.2])
+    trainer = make_trainer(
+        examples,
+        ml_sids,
+        tmp_path,
+        validate=lambda m: next(scores),
+        epochs=10,
+        patience=3,
+        min_fraction=0.7,
+    )
+    result = trainer.fit()
+    assert result.best_epoch == 5
+    assert result.best_valid == pytest.approx(0.35)
+    assert result.epochs_run == 9
+
+
 def test_resume_continues_exactly(examples, ml_sids, tmp_path):
     straight = make_trainer(examples, ml_sids, tmp_path / "a", epochs=3)
     straight.fit()

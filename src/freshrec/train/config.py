@@ -19,6 +19,13 @@ class TrainConfig(BaseModel):
     grad_clip: float = Field(1.0, gt=0)
     patience: int = Field(3, ge=1, description="epochs without validation gain before stopping")
     min_epochs: int = Field(1, ge=1)
+    min_fraction: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="no early stop before this share of `epochs` has run (with the cosine "
+        "schedule, validation keeps gaining while the learning rate anneals)",
+    )
     seed: int = 0
     valid_requests: int | None = Field(
         2000, description="seeded sample of validation requests scored each epoch (None = all)"

@@ -249,7 +249,9 @@ class Trainer:
         )
 
     def fit(self, resume: bool = False, stop_after: int | None = None) -> TrainResult:
-        """Train until early stopping or `cfg.epochs`. resume: continue from `out_dir/last`.
+        """Train until early stopping (`patience` epochs without a validation gain, once
+        `max(min_epochs, ceil(min_fraction * epochs))` epochs have run) or `cfg.epochs`.
+        resume: continue from `out_dir/last`.
         stop_after: return after this many epochs of this call (time-sliced training; a later
         `fit(resume=True)` continues exactly where it stopped)."""
         cfg = self.cfg
@@ -257,6 +259,7 @@ class Trainer:
         if resume and (state := self._load_state()) is not None:
             start_epoch, best, best_epoch, bad, log = state
             start_epoch += 1
+        min_epochs = max(cfg.min_epochs, math.ceil(cfg.min_fraction * cfg.epochs))
         t_run = time.perf_counter()
         show = self.progress and self.rank == 0
         with _progress_bar(disable=not show) as bar:
@@ -284,7 +287,7 @@ class Trainer:
                 else:
                     bad += 1
                 self._save_state(epoch, best, best_epoch, bad, log)
-                if score is not None and bad >= cfg.patience and epoch + 1 >= cfg.min_epochs:
+                if score is not None and bad >= cfg.patience and epoch + 1 >= min_epochs:
                     break
                 if stop_after is not None and epoch + 1 - start_epoch >= stop_after:
                     break
