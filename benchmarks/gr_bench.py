@@ -165,6 +165,20 @@ def cuts_lines(cuts: dict) -> list[str]:
             f"{c['sec_per_epoch']:.1f} | {','.join(map(str, c['seeds']))} | "
             f"{'yes' if ok[0] else 'no'}, {'yes' if ok[1] else 'no'} |"
         )
+    lines += [
+        "",
+        "Per run (GR and TIGER: best validation epoch; SASRec: training seconds):",
+        "",
+        "| cut | method | seed | warm R@20 | warm N@10 | best epoch / train s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for cut, c in cuts.items():
+        for r in c["runs"]:
+            when = r.get("best_epoch", f"{r.get('train_seconds', float('nan')):.0f} s")
+            lines.append(
+                f"| {cut} | {r['arch']} | {r['seed']} | {r['warm_recall20']:.4f} | "
+                f"{r['warm_ndcg10']:.4f} | {when} |"
+            )
     return lines
 
 
