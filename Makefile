@@ -19,7 +19,7 @@ install: $(STAMP)
 
 ## Runs the whole pipeline on the bundled MovieLens dataset (prepare -> tokenize -> train -> evaluate).
 demo: $(STAMP)
-	HF_HUB_OFFLINE=1 $(BIN)/freshrec demo --set train.epochs=20
+	HF_HUB_OFFLINE=1 $(BIN)/freshrec demo --set train.epochs=20 --set train.valid_requests=1000
 
 ## Runs the test suite.
 test: $(STAMP)
