@@ -58,7 +58,13 @@ def row(cut: str, name: str, seed: int, overrides: list[str], args: argparse.Nam
     """Validation scores of one (variant, seed), trained if needed; cached."""
     cache = WORK / "sweep" / f"{cut.replace('/', '-')}_{name}_s{seed}_n{args.requests}.json"
     if cache.exists():
-        return json.loads(cache.read_text())
+        cached = json.loads(cache.read_text())
+        if cached["overrides"] != overrides:
+            raise SystemExit(
+                f"variant {name!r} seed {seed} was run with {cached['overrides']}, not "
+                f"{overrides}: give the new variant another name"
+            )
+        return cached
     r = recipe("causal", seed, overrides, cut=cut)
     split, _, tok, table = setup(r)
     out: dict[str, Any] = {"cut": cut, "name": name, "seed": seed, "overrides": overrides}
