@@ -70,11 +70,20 @@ def setup(r: Recipe) -> tuple[Split, np.ndarray, SemanticTokenizer, SidTable]:
     return split, emb, tok, table
 
 
-def trained(r: Recipe, split: Split, tok: SemanticTokenizer, table: SidTable, retrain: bool):
-    """(model, train_log dict) of `r`'s run; trains unless a finished run exists."""
-    folder = pipeline.workspace(r).checkpoints(pipeline.run_name(r))
+def trained(
+    r: Recipe,
+    split: Split,
+    tok: SemanticTokenizer,
+    table: SidTable,
+    retrain: bool,
+    name: str | None = None,
+):
+    """(model, train_log dict) of `r`'s run (folder `name`, default `pipeline.run_name(r)`);
+    trains unless a finished run exists."""
+    name = name or pipeline.run_name(r)
+    folder = pipeline.workspace(r).checkpoints(name)
     log_path = folder / "train_log.json"
     if retrain or not log_path.exists():
-        pipeline.train(r, split, tok, table, progress=False, resume=True)
+        pipeline.train(r, split, tok, table, name=name, progress=False, resume=True)
     model = load_checkpoint(folder / "best", expect_fingerprint=tok.fingerprint)
     return model, json.loads(log_path.read_text())

@@ -27,13 +27,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from common import RECIPES, RESULTS, WORK, command, recipe, setup
+from common import RECIPES, RESULTS, WORK, command, recipe, setup, trained
 from freshrec import pipeline
 from freshrec.atomic import write_json, write_text
 from freshrec.evaluate.baselines import SASRecConfig, SASRecRanker
 from freshrec.evaluate.protocol import evaluate_ranker
 from freshrec.evaluate.report import run_metadata
-from freshrec.model.checkpoint import load_checkpoint
 
 DEFAULT_VARIANTS = (
     "base@0,1,2;e60@0,1,2=train.epochs=60;"
@@ -72,18 +71,14 @@ def row(cut: str, name: str, seed: int, overrides: list[str], args: argparse.Nam
     if name == "sasrec":
         ranker = SASRecRanker(SASRecConfig(seed=seed)).fit(split)
     else:
-        run = pipeline.run_name(r) if name == "base" else f"sweep-{name}-s{seed}"
-        folder = pipeline.workspace(r).checkpoints(run)
-        if name != "base" and not (folder / "train_log.json").exists():
-            pipeline.train(r, split, tok, table, name=run, progress=False, resume=True)
-        log = json.loads((folder / "train_log.json").read_text())
+        run = None if name == "base" else f"sweep-{name}-s{seed}"
+        model, log = trained(r, split, tok, table, retrain=False, name=run)
         out.update(
             best_epoch=log["best_epoch"],
             epochs=r.train.epochs,
             best_valid=log["best_valid"],
             sec_per_epoch=log["sec_per_epoch"],
         )
-        model = load_checkpoint(folder / "best", expect_fingerprint=tok.fingerprint)
         ranker = pipeline.gr_ranker(r, model, table, split, catalog="warm")
     out["train_s"] = time.perf_counter() - t0
     res = evaluate_ranker(
