@@ -27,8 +27,10 @@ Writes benchmarks/results/replay.{md,json,png}.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import shutil
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -61,24 +63,26 @@ def candidates(name: str, args: argparse.Namespace) -> list[dict[str, Any]]:
     return out
 
 
+def context(seed: int, args: argparse.Namespace, tag: str = "") -> Any:
+    """Replay context of one seed: its trained `cpu` model (trained here when missing),
+    calibrated fresh ranker, workspace data; scratch folder `<work>/s<seed><tag>` (emptied)."""
+    r = recipe("causal", seed, extra=args.set)
+    split, _emb, tok, table = setup(r)
+    if args.checkpoint:
+        folder = Path(args.checkpoint)
+    else:
+        trained(r, split, tok, table, retrain=False)
+        folder = pipeline.workspace(r).checkpoints(pipeline.run_name(r)) / BEST
+    if r.fresh.calibrate and not (folder / "fresh.json").exists():
+        pipeline.calibrate(r, folder, show=False)
+    work = Path(args.work) / f"s{seed}{tag}"
+    shutil.rmtree(work, ignore_errors=True)
+    return context_from_recipe(r, folder, work=work)
+
+
 def contexts(args: argparse.Namespace) -> dict[int, Any]:
-    """Replay context per seed: the seed's trained `cpu` model (trained here when missing),
-    calibrated fresh ranker, workspace data."""
-    out = {}
-    for seed in args.seeds:
-        r = recipe("causal", seed, extra=args.set)
-        split, _emb, tok, table = setup(r)
-        if args.checkpoint:
-            folder = Path(args.checkpoint)
-        else:
-            trained(r, split, tok, table, retrain=False)
-            folder = pipeline.workspace(r).checkpoints(pipeline.run_name(r)) / BEST
-        if r.fresh.calibrate and not (folder / "fresh.json").exists():
-            pipeline.calibrate(r, folder, show=False)
-        work = Path(args.work) / f"s{seed}"
-        shutil.rmtree(work, ignore_errors=True)
-        out[seed] = context_from_recipe(r, folder, work=work)
-    return out
+    """Replay context per seed (see `context`)."""
+    return {seed: context(seed, args) for seed in args.seeds}
 
 
 def choose(
@@ -114,6 +118,16 @@ def _log(args: argparse.Namespace):
     return (lambda msg: print(msg, flush=True)) if args.verbose else None
 
 
+def _test_job(
+    name: str, seed: int, settings: dict[str, Any], args: argparse.Namespace
+) -> dict[str, Any]:
+    """One test replay in a worker process: its own context and scratch folder, so jobs of
+    one seed do not share state."""
+    torch.set_num_threads(args.threads)
+    ctx = context(seed, args, tag=f"-{name.replace('+', '-')}")
+    return replay_part(ctx, make_policy(name, settings), "test", test_config(args), _log(args))
+
+
 def run_tests(
     ctxs: dict[int, Any],
     names: list[str],
@@ -121,24 +135,40 @@ def run_tests(
     args: argparse.Namespace,
     cfg: ReplayConfig,
 ) -> dict[str, dict[int, dict[str, Any]]]:
-    """{policy: {seed: replay_part output}} on the test period."""
-    out: dict[str, dict[int, dict[str, Any]]] = {}
-    for name in names:
-        settings = {p: chosen[p] for p in name.split("+")}
-        out[name] = {}
-        for seed, ctx in ctxs.items():
+    """{policy: {seed: replay_part output}} on the test period; with `--jobs` > 1 the (policy,
+    seed) replays run in that many worker processes (each `--threads` threads; CPU-seconds
+    and peak memory are per process, so they do not change)."""
+    jobs = [(name, seed) for name in names for seed in ctxs]
+    settings = {name: {p: chosen[p] for p in name.split("+")} for name in names}
+    out: dict[str, dict[int, dict[str, Any]]] = {name: {} for name in names}
+
+    def done(name: str, seed: int, res: dict[str, Any], wall: float) -> None:
+        out[name][seed] = res
+        s = res["summary"]
+        print(
+            f"{name} s{seed}: R@20 {s['mean_recall20'] or 0:.4f} "
+            f"(warm {s['mean_warm_recall20'] or 0:.4f}, "
+            f"cold {s['mean_cold_recall20'] or 0:.4f}), "
+            f"updates {s['update_cpu_seconds']:.1f} cpu-s, {wall:.0f} s",
+            flush=True,
+        )
+
+    if args.jobs <= 1:
+        for name, seed in jobs:
             t = time.perf_counter()
-            res = replay_part(ctx, make_policy(name, settings), "test", cfg, _log(args))
-            out[name][seed] = res
-            s = res["summary"]
-            print(
-                f"{name} s{seed}: R@20 {s['mean_recall20'] or 0:.4f} "
-                f"(warm {s['mean_warm_recall20'] or 0:.4f}, "
-                f"cold {s['mean_cold_recall20'] or 0:.4f}), "
-                f"updates {s['update_cpu_seconds']:.1f} cpu-s, {time.perf_counter() - t:.0f} s",
-                flush=True,
-            )
-    return out
+            policy = make_policy(name, settings[name])
+            res = replay_part(ctxs[seed], policy, "test", cfg, _log(args))
+            done(name, seed, res, time.perf_counter() - t)
+    else:
+        # the slowest replays (retrains) first, so the pool's last jobs are short ones
+        jobs.sort(key=lambda j: "retrain" not in j[0])
+        spawn = multiprocessing.get_context("spawn")
+        t = time.perf_counter()
+        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=spawn) as pool:
+            futures = {pool.submit(_test_job, n, s, settings[n], args): (n, s) for n, s in jobs}
+            for fut in as_completed(futures):
+                done(*futures[fut], fut.result(), time.perf_counter() - t)
+    return {name: dict(sorted(out[name].items())) for name in names}
 
 
 def checks(policies: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -169,6 +199,14 @@ def checks(policies: dict[str, dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def test_config(args: argparse.Namespace) -> ReplayConfig:
+    return ReplayConfig(
+        step_days=args.step_days,
+        max_steps=args.max_steps or None,
+        max_requests=args.max_requests or None,
+    )
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", default="0,1,2", help="training seeds (one trained model each)")
@@ -184,7 +222,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--retrain-epochs", type=int, default=None, help="default: the run's best + 1")
     ap.add_argument("--checkpoint", default=None, help="use this checkpoint (one seed) instead")
     ap.add_argument("--set", action="append", default=[], help="recipe override (repeatable)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads per process")
+    ap.add_argument(
+        "--jobs", type=int, default=1, help="processes for the test replays (1 = this one)"
+    )
     ap.add_argument("--work", default=str(WORK / "replay"), help="replay scratch folder")
     ap.add_argument("--out", default=str(RESULTS), help="results folder")
     ap.add_argument("--verbose", action="store_true", help="print every step")
@@ -199,11 +240,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    test_cfg = ReplayConfig(
-        step_days=args.step_days,
-        max_steps=args.max_steps or None,
-        max_requests=args.max_requests or None,
-    )
+    test_cfg = test_config(args)
     valid_cfg = test_cfg.model_copy(
         update={"align": args.valid_align, "max_steps": args.valid_steps or None}
     )
@@ -220,6 +257,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         command=command(),
         benchmark_cpu_seconds=time.process_time() - t_all,
         threads=args.threads,
+        jobs=args.jobs,
     )
     result = {
         "policies": policies,
