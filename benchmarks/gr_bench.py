@@ -5,7 +5,9 @@ decoding speed of freshrec's batched trie-constrained beam search vs transformer
     python benchmarks/gr_bench.py [--seeds 0,1,2] [--requests 4000] [--retrain]
 
 Writes benchmarks/results/gr.{md,json} and gr_cold_collapse.png, gr_position_accuracy.png;
-`--only-cuts` computes the time-cuts section alone into gr_cuts.{md,json}.
+`--only-cuts` computes the time-cuts section alone into gr_cuts.{md,json}, on every test
+request of each cut (`--cut-requests N`: a seed-0 sample), with a paired bootstrap interval of
+GR minus SASRec over the warm test requests.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -26,6 +29,7 @@ from freshrec.evaluate.baselines import (
     SASRecRanker,
     TextKNNRanker,
 )
+from freshrec.evaluate.metrics import hit_ranks
 from freshrec.evaluate.plots import plot_cold_collapse, plot_position_accuracy
 from freshrec.evaluate.protocol import evaluate_ranker, sample_requests
 from freshrec.evaluate.report import markdown_table, run_metadata
@@ -66,15 +70,37 @@ def decode_speed(model, split, table, n_users: int, beam: int, repeats: int = 3)
     }
 
 
+class _Capture:
+    """A ranker that keeps what it returned (`ranked`), so per-request gains can be saved."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.ranked: np.ndarray | None = None
+
+    def __getattr__(self, key: str):
+        return getattr(self.inner, key)
+
+    def rank(self, split, requests, top_k: int) -> np.ndarray:
+        self.ranked = np.asarray(self.inner.rank(split, requests, top_k=top_k))
+        return self.ranked
+
+
+def cut_cache(cut: str, arch: str, seed: int, requests: int) -> Path:
+    """Cached row (`.json`) of one (cut, method, seed, request count); gains in `.npz`."""
+    n = f"n{requests}" if requests else "all"
+    return WORK / "gr_cuts" / f"{cut.replace('/', '-')}_{arch}_s{seed}_{n}.json"
+
+
 def cut_row(cut: str, arch: str, seed: int, requests: int, retrain: bool) -> dict:
     """Test warm R@20 / N@10 of one (cut, method, seed) -- GR ("causal", the `cpu` recipe),
-    "tiger" (`tiger-cpu`) or "sasrec" -- cached under benchmarks/.work/gr_cuts/."""
-    cache = WORK / "gr_cuts" / f"{cut.replace('/', '-')}_{arch}_s{seed}.json"
+    "tiger" (`tiger-cpu`) or "sasrec" -- on every test request (`requests` 0) or a sample of
+    them (seed 0); cached under benchmarks/.work/gr_cuts/ with the per-request warm gains
+    (`<row>.npz`: ndcg10, recall20 of each warm request, in request order)."""
+    cache = cut_cache(cut, arch, seed, requests)
     if cache.exists() and not retrain:
         return json.loads(cache.read_text())
-    r = recipe(
-        "causal" if arch == "sasrec" else arch, seed, [f"eval.max_requests={requests}"], cut=cut
-    )
+    limit = requests or None
+    r = recipe("causal" if arch == "sasrec" else arch, seed, [], cut=cut)
     split, _, tok, table = setup(r)
     row: dict = {"cut": cut, "arch": arch, "seed": seed}
     if arch == "sasrec":
@@ -86,15 +112,48 @@ def cut_row(cut: str, arch: str, seed: int, requests: int, retrain: bool) -> dic
         ranker = pipeline.gr_ranker(r, model, table, split, catalog="warm")
         row["sec_per_epoch"] = float(np.median([h["seconds"] for h in log["history"]]))
         row["best_epoch"] = log["best_epoch"]
-    m = evaluate_ranker(ranker, split, "test", top_k=50, max_requests=requests, seed=0).metrics
+    capture = _Capture(ranker)
+    res = evaluate_ranker(capture, split, "test", top_k=50, max_requests=limit, seed=0)
+    m = res.metrics
     row.update(
         warm_recall20=m.warm.recall[20],
         warm_ndcg10=m.warm.ndcg[10],
         n_warm=m.warm.n,
+        n_requests=res.n_requests,
         train_frac=r.data.train_frac,
     )
+    sample, _ = sample_requests(split.test, limit, 0)
+    warm = ~np.asarray(sample.cold, dtype=bool)
+    rank = hit_ranks(capture.ranked, np.asarray(sample.target))[warm]
+    gain = np.where((rank >= 0) & (rank < 10), 1.0 / np.log2(np.maximum(rank, 0) + 2.0), 0.0)
+    np.savez(cache.with_suffix(".npz"), ndcg10=gain, recall20=(rank >= 0) & (rank < 20))
     write_json(cache, row)
     return row
+
+
+def paired_ci(
+    cut: str, seeds: list[int], requests: int, n_boot: int = 2000
+) -> dict[str, list[float]] | None:
+    """[mean, low, high] of GR minus SASRec per metric: per warm test request, each method's
+    gain averaged over the seeds; 95% bootstrap interval over requests (2,000 resamples, seed
+    0). None when a row has no saved gains (cached before they were kept)."""
+    paths = {
+        arch: [cut_cache(cut, arch, s, requests).with_suffix(".npz") for s in seeds]
+        for arch in ("causal", "sasrec")
+    }
+    if not all(p.exists() for ps in paths.values() for p in ps):
+        return None
+    out = {}
+    for metric in ("ndcg10", "recall20"):
+        mean = {
+            arch: np.mean([np.load(p)[metric].astype(np.float64) for p in ps], axis=0)
+            for arch, ps in paths.items()
+        }
+        diff = mean["causal"] - mean["sasrec"]
+        rng = np.random.default_rng(0)
+        boot = [diff[rng.integers(0, len(diff), len(diff))].mean() for _ in range(n_boot)]
+        out[metric] = [float(diff.mean()), *map(float, np.percentile(boot, [2.5, 97.5]))]
+    return out
 
 
 def cut_seeds(spec: str, cut: str) -> list[int]:
@@ -118,11 +177,11 @@ def cuts_section(args: argparse.Namespace) -> dict:
     for cut in args.cuts.split(","):
         seeds = cut_seeds(args.cut_seeds, cut)
         rows = [
-            cut_row(cut, a, s, args.requests, args.retrain)
+            cut_row(cut, a, s, args.cut_requests, args.retrain)
             for a in ("causal", "sasrec")
             for s in seeds
         ]
-        rows += [cut_row(cut, "tiger", s, args.requests, args.retrain) for s in tiger_seeds]
+        rows += [cut_row(cut, "tiger", s, args.cut_requests, args.retrain) for s in tiger_seeds]
 
         def med(arch: str, key: str, rows: list[dict] = rows) -> float | None:
             vals = [r[key] for r in rows if r["arch"] == arch and r.get(key) is not None]
@@ -137,6 +196,8 @@ def cuts_section(args: argparse.Namespace) -> dict:
             "tiger_warm_ndcg10": med("tiger", "warm_ndcg10"),
             "sec_per_epoch": med("causal", "sec_per_epoch"),
             "tiger_sec_per_epoch": med("tiger", "sec_per_epoch"),
+            "gr_minus_sasrec_ci95": paired_ci(cut, seeds, args.cut_requests),
+            "n_warm": rows[0]["n_warm"],
             "seeds": seeds,
             "tiger_seeds": tiger_seeds,
             "runs": rows,
@@ -167,6 +228,20 @@ def cuts_lines(cuts: dict) -> list[str]:
         )
     lines += [
         "",
+        "GR minus SASRec on the same warm test requests (per request, each method's gain "
+        "averaged over the seeds; mean and 95% bootstrap interval over requests):",
+        "",
+        "| cut | warm requests | N@10 difference [95% CI] | R@20 difference [95% CI] |",
+        "|---|---|---|---|",
+    ]
+    for cut, c in cuts.items():
+        ci = c["gr_minus_sasrec_ci95"]
+        if ci is None:
+            continue
+        cells = [f"{d:+.4f} [{lo:+.4f}, {hi:+.4f}]" for d, lo, hi in (ci["ndcg10"], ci["recall20"])]
+        lines.append(f"| {cut} | {c['n_warm']} | {cells[0]} | {cells[1]} |")
+    lines += [
+        "",
         "Per run (GR and TIGER: best validation epoch; SASRec: training seconds):",
         "",
         "| cut | method | seed | warm R@20 | warm N@10 | best epoch / train s |",
@@ -182,6 +257,11 @@ def cuts_lines(cuts: dict) -> list[str]:
     return lines
 
 
+def cut_requests(args: argparse.Namespace) -> str:
+    n = args.cut_requests
+    return f"{n} test requests sampled with seed 0" if n else "every test request"
+
+
 def write_cuts(cuts: dict, args: argparse.Namespace) -> None:
     """`--only-cuts`: the cuts section alone, as benchmarks/results/gr_cuts.{md,json}."""
     meta = run_metadata(
@@ -189,7 +269,7 @@ def write_cuts(cuts: dict, args: argparse.Namespace) -> None:
         split="time cuts " + args.cuts,
         seeds=sorted({s for cut in args.cuts.split(",") for s in cut_seeds(args.cut_seeds, cut)}),
         command=command(),
-        test_requests=f"{args.requests} sampled with seed 0",
+        test_requests=cut_requests(args),
         recipes=RECIPES,
         threads=torch.get_num_threads(),
     )
@@ -200,8 +280,8 @@ def write_cuts(cuts: dict, args: argparse.Namespace) -> None:
         f"Command: `{meta['command']}`  ",
         f"Commit: {meta['git_commit']}; date {meta['date']}; machine {meta['machine']}; "
         f"{meta['threads']} intra-op thread(s)  ",
-        f"Dataset: ml-latest-small; per cut train/valid/test by time; {args.requests} test "
-        "requests sampled with seed 0; GR = the `cpu` recipe (causal), TIGER = `tiger-cpu`; "
+        f"Dataset: ml-latest-small; per cut train/valid/test by time; {cut_requests(args)}; "
+        "GR = the `cpu` recipe (causal), TIGER = `tiger-cpu`; "
         "warm items only (history excluded, full-SID hits).",
         "",
         *cuts_lines(cuts),
@@ -225,6 +305,12 @@ def main() -> None:
         help='GR and SASRec seeds of the cuts section: "0,1,2" or "80/10/10=0,1,2;70/15/15=0"',
     )
     ap.add_argument("--tiger-seeds", default="0", help="TIGER seeds of the cuts section")
+    ap.add_argument(
+        "--cut-requests",
+        type=int,
+        default=0,
+        help="test requests per cut in the cuts section (0 = every one; else a seed-0 sample)",
+    )
     ap.add_argument(
         "--only-cuts", action="store_true", help="compute (and cache) the cuts section only"
     )
