@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 KEYS = (
     "mean_recall20",
@@ -87,6 +88,7 @@ def plot(result: dict[str, Any], path: Path) -> Path:
     ax2.set_ylabel("cumulative update CPU-s\n(catch-up included)")
     ax2.set_yscale("symlog")
     ax2.set_xlabel("step")
+    ax2.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)
