@@ -71,16 +71,19 @@ def decode_speed(model, split, table, n_users: int, beam: int, repeats: int = 3)
 
 
 class _Capture:
-    """A ranker that keeps what it returned (`ranked`), so per-request gains can be saved."""
+    """A ranker that keeps the requests it ranked and what it returned (`ranked`), so
+    per-request gains can be saved."""
 
     def __init__(self, inner) -> None:
         self.inner = inner
+        self.requests = None
         self.ranked: np.ndarray | None = None
 
     def __getattr__(self, key: str):
         return getattr(self.inner, key)
 
     def rank(self, split, requests, top_k: int) -> np.ndarray:
+        self.requests = requests
         self.ranked = np.asarray(self.inner.rank(split, requests, top_k=top_k))
         return self.ranked
 
@@ -122,9 +125,8 @@ def cut_row(cut: str, arch: str, seed: int, requests: int, retrain: bool) -> dic
         n_requests=res.n_requests,
         train_frac=r.data.train_frac,
     )
-    sample, _ = sample_requests(split.test, limit, 0)
-    warm = ~np.asarray(sample.cold, dtype=bool)
-    rank = hit_ranks(capture.ranked, np.asarray(sample.target))[warm]
+    warm = ~np.asarray(capture.requests.cold, dtype=bool)
+    rank = hit_ranks(capture.ranked, np.asarray(capture.requests.target))[warm]
     gain = np.where((rank >= 0) & (rank < 10), 1.0 / np.log2(np.maximum(rank, 0) + 2.0), 0.0)
     np.savez(cache.with_suffix(".npz"), ndcg10=gain, recall20=(rank >= 0) & (rank < 20))
     write_json(cache, row)
