@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from freshrec.data import save_split
+from freshrec.errors import ConfigError
 from freshrec.model.base import build_model
 from freshrec.model.batches import iterate_batches, n_targets, training_examples
 from freshrec.model.checkpoint import load_checkpoint
@@ -103,6 +104,62 @@ def test_resume_continues_exactly(examples, ml_sids, tmp_path):
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+
+
+def test_ema_weights_are_validated_and_saved(examples, ml_sids, tmp_path):
+    """With ema_decay, validation sees the moving average and best/ holds it, not the raw
+    weights the optimizer steps."""
+    seen = []
+
+    def validate(model):
+        seen.append({k: v.clone() for k, v in model.state_dict().items()})
+        return 0.1 * len(seen)
+
+    trainer = make_trainer(examples, ml_sids, tmp_path, validate=validate, epochs=2, ema_decay=0.9)
+    trainer.fit()
+    best = load_checkpoint(tmp_path / "best").state_dict()
+    raw = trainer.model.state_dict()
+    for key, value in best.items():
+        torch.testing.assert_close(value, seen[-1][key], rtol=0, atol=0, msg=key)
+    moved = [k for k in best if not torch.equal(best[k], raw[k])]
+    assert moved, "the averaged weights should differ from the raw ones"
+
+
+def test_ema_first_update_copies_then_lerps(examples, ml_sids, tmp_path):
+    trainer = make_trainer(examples, ml_sids, tmp_path, epochs=1, ema_decay=0.75)
+    batches = iter(trainer.batches(0))
+    params = dict(trainer.model.named_parameters())
+    name = next(iter(params))
+
+    def step():
+        loss = trainer.step_module(next(batches))
+        trainer.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        trainer.optimizer.step()
+        trainer.ema.update_parameters(trainer.model)
+
+    step()
+    first = params[name].detach().clone()
+    torch.testing.assert_close(dict(trainer.eval_model.named_parameters())[name], first)
+    step()
+    second = params[name].detach()
+    expected = 0.75 * first + 0.25 * second
+    torch.testing.assert_close(dict(trainer.eval_model.named_parameters())[name], expected)
+
+
+def test_resume_with_ema_continues_exactly(examples, ml_sids, tmp_path):
+    straight = make_trainer(examples, ml_sids, tmp_path / "a", epochs=3, ema_decay=0.9)
+    straight.fit()
+    first = make_trainer(examples, ml_sids, tmp_path / "b", epochs=3, ema_decay=0.9)
+    first.fit(stop_after=1)
+    resumed = make_trainer(examples, ml_sids, tmp_path / "b", epochs=3, ema_decay=0.9)
+    resumed.fit(resume=True)
+    a, b = straight.eval_model.state_dict(), resumed.eval_model.state_dict()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    plain = make_trainer(examples, ml_sids, tmp_path / "b", epochs=3)
+    with pytest.raises(ConfigError, match="ema_decay"):
+        plain.fit(resume=True)
 
 
 @pytest.mark.parametrize("schedule", ["cosine", "inverse_sqrt", "constant"])

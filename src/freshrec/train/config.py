@@ -31,4 +31,12 @@ class TrainConfig(BaseModel):
         2000, description="seeded sample of validation requests scored each epoch (None = all)"
     )
     valid_beam: int = Field(20, ge=1)
+    ema_decay: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        description="keep an exponential moving average of the weights with this decay per "
+        "optimizer step (e.g. 0.99 = a horizon of ~100 steps); validation and the saved "
+        "checkpoints use the averaged weights (None = off)",
+    )
     num_threads: int | None = Field(None, description="torch intra-op threads (None = default)")

@@ -1,5 +1,11 @@
-"""Trainer: AdamW, warmup + cosine / inverse-sqrt, gradient clipping, validation each epoch,
-early stopping, best-on-validation checkpoint, exact resume, optional data parallelism.
+"""Trainer: AdamW, warmup + cosine / inverse-sqrt, gradient clipping, optional weight EMA,
+validation each epoch, early stopping, best-on-validation checkpoint, exact resume, optional data
+parallelism.
+
+Weight EMA (`TrainConfig.ema_decay`): `torch.optim.swa_utils.AveragedModel` keeps a moving
+average of the weights, updated after every optimizer step; validation, early stopping and the
+`best/` checkpoint use the averaged copy, while the optimizer keeps stepping the raw weights
+(both are in the `last/` resume state).
 
 Data parallelism: launched with `torchrun --nproc-per-node N` (gloo on CPU, NCCL on GPU). Every
 process builds the same global batch from the same seed and takes its contiguous slice; the
@@ -22,8 +28,10 @@ import torch
 import torch.distributed as dist
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from torch import nn
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from freshrec.atomic import atomic_dir, write_json
+from freshrec.errors import ConfigError
 from freshrec.model.base import GenerativeRecommender
 from freshrec.model.checkpoint import BEST, LAST, load_checkpoint, save_checkpoint
 from freshrec.train.config import TrainConfig
@@ -163,9 +171,17 @@ class Trainer:
         )
         total = cfg.epochs * max(n_batches, 1)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, _lr_lambda(cfg, total))
+        self.ema: AveragedModel | None = None
+        if cfg.ema_decay is not None:
+            self.ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay))
         self.step_module: nn.Module = _LossModule(model)
         if self.world > 1:
             self.step_module = nn.parallel.DistributedDataParallel(self.step_module)
+
+    @property
+    def eval_model(self) -> GenerativeRecommender:
+        """The weights that are validated and saved as `best/`: the EMA copy when enabled."""
+        return self.model if self.ema is None else self.ema.module  # type: ignore[return-value]
 
     # --- resume state ---------------------------------------------------------------------
     def _save_state(self, epoch: int, best: float, best_epoch: int, bad: int, log: list) -> None:
@@ -175,6 +191,7 @@ class Trainer:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
         }
         with atomic_dir(self.out_dir / LAST) as tmp:
             save_checkpoint(self.model, tmp / "model", self.fingerprint)
@@ -200,6 +217,14 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         torch.set_rng_state(state["torch_rng"])
+        if (self.ema is None) != (state.get("ema") is None):
+            raise ConfigError(
+                f"{last}: resume state was saved with ema_decay "
+                f"{'off' if state.get('ema') is None else 'on'}; this run has it "
+                f"{'off' if self.ema is None else 'on'}"
+            )
+        if self.ema is not None:
+            self.ema.load_state_dict(state["ema"])
         prog = json.loads((last / "progress.json").read_text())
         log = [EpochLog(**h) for h in prog["history"]]
         return prog["epoch"], prog["best"], prog["best_epoch"], prog["bad_epochs"], log
@@ -210,10 +235,11 @@ class Trainer:
             return None
         score = torch.tensor([0.0])
         if self.rank == 0:
-            self.model.eval()
+            model = self.eval_model
+            model.eval()
             with torch.no_grad():
-                score[0] = float(self.validate(self.model))
-            self.model.train()
+                score[0] = float(self.validate(model))
+            model.train()
         if self.world > 1:
             dist.broadcast(score, src=0)
         return float(score[0])
@@ -234,6 +260,8 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
             self.optimizer.step()
             self.scheduler.step()
+            if self.ema is not None:
+                self.ema.update_parameters(self.model)
             losses.append(float(loss.detach()))
             seen += next(iter(batch.values())).shape[0]
             eps = seen / max(time.perf_counter() - t0, 1e-9)
@@ -279,7 +307,7 @@ class Trainer:
                     best, best_epoch, bad = (score if score is not None else 0.0), epoch, 0
                     if self.rank == 0:
                         save_checkpoint(
-                            self.model,
+                            self.eval_model,
                             self.out_dir / BEST,
                             self.fingerprint,
                             extra={"epoch": epoch, "valid_ndcg10": score},
