@@ -63,9 +63,9 @@ def train(
         model = build_model(recipe.model, vocab)
     if examples is None:
         examples = training_examples(recipe.model, split, table.tokens(vocab), vocab)
-    ranker = gr_ranker(recipe, model, table, split, catalog="warm", beam_size=cfg.valid_beam)
-
     def validate(m: GenerativeRecommender) -> float:
+        # ranks with the weights handed in (the EMA copy when train.ema_decay is set)
+        ranker = gr_ranker(recipe, m, table, split, catalog="warm", beam_size=cfg.valid_beam)
         res = evaluate_ranker(
             ranker,
             split,

@@ -66,6 +66,6 @@ class Retrain(UpdatePolicy):
             progress=False,
         )
         result = trainer.fit()
-        state.set_weights(model, ctx, trained=ctx.first_seen < t1, until=t1)
+        state.set_weights(trainer.eval_model, ctx, trained=ctx.first_seen < t1, until=t1)
         state.info["retrained_at"] = t1
         return {"retrained": 1, "epochs": result.epochs_run, "targets": n_targets(examples)}
