@@ -70,6 +70,28 @@ def setup(r: Recipe) -> tuple[Split, np.ndarray, SemanticTokenizer, SidTable]:
     return split, emb, tok, table
 
 
+def training_settings(r: Recipe) -> dict:
+    """What a run's weights depend on besides data and seed: the model and training sections
+    (minus the thread count); cached rows and checkpoints are checked against it."""
+    return {"model": r.model.model_dump(), "train": r.train.model_dump(exclude={"num_threads"})}
+
+
+def recipe_change(r: Recipe, folder: Path) -> str:
+    """'' when run folder `folder` was trained with `r`'s model and training settings, else
+    the differing keys (a run without recipe.json counts as different)."""
+    path = folder / "recipe.json"
+    if not path.exists():
+        return "no recipe.json"
+    saved = json.loads(path.read_text())
+    old = {
+        "model": type(r.model).model_validate(saved["model"]).model_dump(),
+        "train": type(r.train).model_validate(saved["train"]).model_dump(exclude={"num_threads"}),
+    }
+    new = training_settings(r)
+    diff = [f"{s}.{k}" for s in new for k in new[s] if old[s].get(k) != new[s][k]]
+    return ", ".join(diff)
+
+
 def trained(
     r: Recipe,
     split: Split,
@@ -83,6 +105,11 @@ def trained(
     name = name or pipeline.run_name(r)
     folder = pipeline.workspace(r).checkpoints(name)
     log_path = folder / "train_log.json"
+    if log_path.exists() and not retrain and (stale := recipe_change(r, folder)):
+        raise SystemExit(
+            f"{folder} was trained with another recipe ({stale}): move it away, or pass "
+            "--retrain where the benchmark has it"
+        )
     if retrain or not log_path.exists():
         pipeline.train(r, split, tok, table, name=name, progress=False, resume=True)
     model = load_checkpoint(folder / "best", expect_fingerprint=tok.fingerprint)

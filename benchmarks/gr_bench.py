@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import RECIPES, RESULTS, WORK, command, recipe, setup, trained
+from common import RECIPES, RESULTS, WORK, command, recipe, setup, trained, training_settings
 from freshrec import pipeline
 from freshrec.atomic import write_json, write_text
 from freshrec.evaluate.baselines import (
@@ -100,12 +100,16 @@ def cut_row(cut: str, arch: str, seed: int, requests: int, retrain: bool) -> dic
     them (seed 0); cached under benchmarks/.work/gr_cuts/ with the per-request warm gains
     (`<row>.npz`: ndcg10, recall20 of each warm request, in request order)."""
     cache = cut_cache(cut, arch, seed, requests)
-    if cache.exists() and not retrain:
-        return json.loads(cache.read_text())
-    limit = requests or None
     r = recipe("causal" if arch == "sasrec" else arch, seed, [], cut=cut)
+    settings = None if arch == "sasrec" else training_settings(r)
+    if cache.exists() and not retrain:
+        cached = json.loads(cache.read_text())
+        if cached.get("settings") == settings:
+            return cached
+        print(f"{cache.name}: cached with other model/train settings, re-running", flush=True)
+    limit = requests or None
     split, _, tok, table = setup(r)
-    row: dict = {"cut": cut, "arch": arch, "seed": seed}
+    row: dict = {"cut": cut, "arch": arch, "seed": seed, "settings": settings}
     if arch == "sasrec":
         t0 = time.perf_counter()
         ranker = SASRecRanker(SASRecConfig(seed=seed)).fit(split)
