@@ -9,8 +9,10 @@ cuts of `gr_bench.py` are re-run with it.
 
 A variant is `name@seeds=override,override`; `base` is the cut's cached `cpu` run (gr_bench's
 `causal-s<seed>`), others train as `sweep-<name>-s<seed>` under benchmarks/.work (reused when
-present). Rows are cached in benchmarks/.work/sweep/. Writes benchmarks/results/
-recipe_sweep.{md,json,png}.
+present). Rows are cached in benchmarks/.work/sweep/ with the model/train settings they were
+run with (a row whose settings no longer match, e.g. `base` after the recipe changed, re-runs).
+Writes benchmarks/results/recipe_sweep.{md,json,png} for the 60/20/20 cut,
+recipe_sweep_<cut>.{md,json,png} for others.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from common import RECIPES, RESULTS, WORK, command, recipe, setup, trained
+from common import RECIPES, RESULTS, WORK, command, recipe, setup, trained, training_settings
 from freshrec import pipeline
 from freshrec.atomic import write_json, write_text
 from freshrec.evaluate.baselines import SASRecConfig, SASRecRanker
@@ -56,6 +58,8 @@ def parse_variants(spec: str) -> list[tuple[str, list[int], list[str]]]:
 def row(cut: str, name: str, seed: int, overrides: list[str], args: argparse.Namespace) -> dict:
     """Validation scores of one (variant, seed), trained if needed; cached."""
     cache = WORK / "sweep" / f"{cut.replace('/', '-')}_{name}_s{seed}_n{args.requests}.json"
+    r = recipe("causal", seed, overrides, cut=cut)
+    settings = None if name == "sasrec" else training_settings(r)
     if cache.exists():
         cached = json.loads(cache.read_text())
         if cached["overrides"] != overrides:
@@ -63,10 +67,17 @@ def row(cut: str, name: str, seed: int, overrides: list[str], args: argparse.Nam
                 f"variant {name!r} seed {seed} was run with {cached['overrides']}, not "
                 f"{overrides}: give the new variant another name"
             )
-        return cached
-    r = recipe("causal", seed, overrides, cut=cut)
+        if cached.get("settings") == settings:
+            return cached
+        print(f"{cache.name}: cached with other model/train settings, re-running", flush=True)
     split, _, tok, table = setup(r)
-    out: dict[str, Any] = {"cut": cut, "name": name, "seed": seed, "overrides": overrides}
+    out: dict[str, Any] = {
+        "cut": cut,
+        "name": name,
+        "seed": seed,
+        "overrides": overrides,
+        "settings": settings,
+    }
     t0 = time.perf_counter()
     if name == "sasrec":
         ranker = SASRecRanker(SASRecConfig(seed=seed)).fit(split)
@@ -142,6 +153,10 @@ def main() -> None:
     variants = parse_variants(args.variants)
     rows = [row(args.cut, n, s, ov, args) for n, seeds, ov in variants for s in seeds]
     summary = summarise(rows)
+    # the 60/20/20 cut (where GR trailed SASRec) writes recipe_sweep.*, other cuts their own
+    stem = (
+        "recipe_sweep" if args.cut == "60/20/20" else f"recipe_sweep_{args.cut.replace('/', '-')}"
+    )
     seeds = sorted({s for _, ss, _ in variants for s in ss})
     meta = run_metadata(
         dataset="ml-latest-small",
@@ -153,10 +168,10 @@ def main() -> None:
         threads=torch.get_num_threads(),
     )
     write_json(
-        RESULTS / "recipe_sweep.json",
+        RESULTS / f"{stem}.json",
         {"meta": meta, "cut": args.cut, "variants": summary, "runs": rows},
     )
-    plot(rows, summary, str(RESULTS / "recipe_sweep.png"))
+    plot(rows, summary, str(RESULTS / f"{stem}.png"))
     lines = [
         f"# cpu recipe variants on validation ({args.cut} time cut)",
         "",
@@ -201,8 +216,8 @@ def main() -> None:
             f"| {r['name']} | {r['seed']} | {r['v_warm_n10']:.4f} | {r['v_warm_r20']:.4f} "
             f"| {extra} |"
         )
-    lines += ["", "Plot: `recipe_sweep.png`.", ""]
-    write_text(RESULTS / "recipe_sweep.md", "\n".join(lines))
+    lines += ["", f"Plot: `{stem}.png`.", ""]
+    write_text(RESULTS / f"{stem}.md", "\n".join(lines))
     print("\n".join(lines))
 
 
