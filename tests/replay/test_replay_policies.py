@@ -69,7 +69,8 @@ class CountSettings(BaseModel):
 
 
 def test_a_policy_defined_here_is_used_by_name(ctx):
-    """One class in one file plus its registration: the runner calls it once per step."""
+    """One class in one file plus its registration: the runner calls it once per step but
+    the last."""
 
     @register_policy("count_steps", settings=CountSettings)
     class CountSteps(UpdatePolicy):
@@ -87,7 +88,10 @@ def test_a_policy_defined_here_is_used_by_name(ctx):
         out = replay_part(
             ctx, make_policy("count_steps", {"count_steps": {"every": 2}}), "valid", cfg
         )
-        assert [s["update"]["info"]["calls"] for s in out["steps"]] == [1, 2]
+        # no update after the last step: nothing later would be served by it
+        assert [s["update"]["info"].get("calls") for s in out["steps"]] == [1, None]
+        assert out["steps"][-1]["update"]["info"] == {"skipped": "after the last step"}
+        assert out["steps"][-1]["update"]["cpu_s"] == 0
         assert out["policy"] == "count_steps({'every': 2})"
     finally:
         POLICIES.remove("count_steps")

@@ -63,6 +63,7 @@ def train(
         model = build_model(recipe.model, vocab)
     if examples is None:
         examples = training_examples(recipe.model, split, table.tokens(vocab), vocab)
+
     def validate(m: GenerativeRecommender) -> float:
         # ranks with the weights handed in (the EMA copy when train.ema_decay is set)
         ranker = gr_ranker(recipe, m, table, split, catalog="warm", beam_size=cfg.valid_beam)

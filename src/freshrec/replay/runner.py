@@ -1,6 +1,7 @@
 """`replay`: walk a period in steps; at each step score the step's requests with the deployed
 model through `Session.recommend` (default mode "fresh"), then let the update policy use the
-step's interactions, and record quality and update cost.
+step's interactions (except after the last step, whose update no request would see), and
+record quality and update cost.
 
 Protocol (docs/REPLAY.md): each part (validation, test) starts from the trained checkpoint.
 When the part starts after the model's training cut-off (the test period), the policy first
@@ -161,17 +162,21 @@ def _replay_part(
         )
         with CostMeter() as scoring:
             rec = score_step(state, ctx, cfg, step, reqs)
-        with CostMeter() as meter:
-            info = policy.update(state, ctx, step.t0, step.t1)
         rec.update(index=step.index, t0=step.t0, t1=step.t1, score_cpu_s=scoring.cost.cpu_s)
-        rec["update"] = {**_cost_dict(meter.cost), "info": info}
+        if k < len(walk) - 1:
+            with CostMeter() as meter:
+                info = policy.update(state, ctx, step.t0, step.t1)
+            rec["update"] = {**_cost_dict(meter.cost), "info": info}
+        else:  # no later request would be served by it: not run, not charged
+            rec["update"] = {**_cost_dict(Cost()), "info": {"skipped": "after the last step"}}
         records.append(rec)
         if progress is not None:
             r = rec.get("overall_recall20")
             progress(
                 f"{policy.name} {part} step {k + 1}/{len(walk)} "
                 f"(day {step.index * cfg.step_days:g}): {rec['n']} requests, "
-                f"R@20 {'-' if r is None else f'{r:.3f}'}, update {meter.cost.cpu_s:.1f} cpu-s"
+                f"R@20 {'-' if r is None else f'{r:.3f}'}, "
+                f"update {rec['update']['cpu_s']:.1f} cpu-s"
             )
     state.drop_edits()
     return {
