@@ -1,16 +1,18 @@
 """Recipe sweep on validation only (issue 17): variants of the `cpu` recipe trained on one time
 cut, each variant's best checkpoint scored on a fixed, larger validation sample than training's
-model selection uses (beam 50, full-SID hits, history excluded), next to SASRec on the same
-requests. The test period is never touched: this is how a recipe change is chosen before the
-cuts of `gr_bench.py` are re-run with it.
+model selection uses (beam 50 unless a variant sets eval.beam_size, full-SID hits, history
+excluded), next to SASRec on the same requests. The test period is never touched: this is how
+a recipe change is chosen before the cuts of `gr_bench.py` are re-run with it.
 
     python benchmarks/recipe_sweep.py [--cut 60/20/20] [--requests 6000]
         [--variants 'base@0,1,2;e60@0,1,2=train.epochs=60;...']
 
 A variant is `name@seeds=override,override`; `base` is the cut's cached `cpu` run (gr_bench's
 `causal-s<seed>`), others train as `sweep-<name>-s<seed>` under benchmarks/.work (reused when
-present). Rows are cached in benchmarks/.work/sweep/ with the model/train settings they were
-run with (a row whose settings no longer match, e.g. `base` after the recipe changed, re-runs).
+present); a variant that changes no model or training setting (e.g. `eval.beam_size`) ranks
+with the base run. Rows are cached in benchmarks/.work/sweep/ with the model/train settings
+they were run with (a row whose settings no longer match, e.g. `base` after the recipe
+changed, re-runs).
 Writes benchmarks/results/recipe_sweep.{md,json,png} for the 60/20/20 cut,
 recipe_sweep_<cut>.{md,json,png} for others.
 """
@@ -82,7 +84,10 @@ def row(cut: str, name: str, seed: int, overrides: list[str], args: argparse.Nam
     if name == "sasrec":
         ranker = SASRecRanker(SASRecConfig(seed=seed)).fit(split)
     else:
-        run = None if name == "base" else f"sweep-{name}-s{seed}"
+        # a variant that changes no model/train setting (e.g. eval.beam_size) ranks with the
+        # base run's checkpoint
+        same = training_settings(r) == training_settings(recipe("causal", seed, cut=cut))
+        run = None if name == "base" or same else f"sweep-{name}-s{seed}"
         model, log = trained(r, split, tok, table, retrain=False, name=run)
         out.update(
             best_epoch=log["best_epoch"],
@@ -180,8 +185,9 @@ def main() -> None:
         f"{meta['threads']} intra-op thread(s); rows cached from earlier runs of the same "
         "code are reused (benchmarks/.work/sweep)  ",
         f"Validation only: {args.requests} validation requests sampled with seed "
-        f"{args.request_seed} (the same for every row), beam 50, full-SID hits, history "
-        "excluded; model selection inside training uses its own 3,000-request sample. "
+        f"{args.request_seed} (the same for every row), beam 50 (unless the overrides set "
+        "eval.beam_size), full-SID hits, history excluded; model selection inside training "
+        "uses its own 3,000-request sample. "
         "`base` = the `cpu` recipe's cached cut run; SASRec = the baseline of the GR benchmark.",
         "",
         "| variant | overrides | seeds | warm N@10 | warm R@20 | overall N@10 | overall R@20 "

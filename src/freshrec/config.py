@@ -81,6 +81,12 @@ class EvalConfig(BaseModel):
     max_requests: int | None = Field(None, description="seeded sample of test requests")
     seed: int = 0
     batch_size: int = Field(256, ge=1)
+    prompt_new_items: bool = Field(
+        True,
+        description="feed items the model was not trained on (the catalog's new items) to the "
+        "GR model's prompt; False drops them, as SASRec must (the history exclusion is "
+        "unchanged)",
+    )
     baselines: list[Literal["popularity", "textknn", "sasrec"]] = [
         "popularity",
         "textknn",

@@ -17,6 +17,7 @@ from freshrec.model.batches import history_tokens
 from freshrec.model.checkpoint import checkpoint_identity, load_checkpoint
 from freshrec.model.edit_packs import EditPack, EditStack
 from freshrec.recommend import Catalog, Session, beam_search
+from freshrec.recommend.gr import drop_items
 from freshrec.recommend.session import user_history
 from freshrec.recommend.spec import SpecRanker, TextDrafter
 from freshrec.semid.trie import SidTrie
@@ -67,6 +68,41 @@ def test_beam_equals_beam_search(scope, ws, ml_split, ml_sids):
     rows = pipeline.recommend_user(ws["recipe"], ws["work"] / "run", user, K, scope, mode="beam")
     index = ml_split.dataset.items.index_of()
     assert [index[r[0]] for r in rows] == [i for i in recs.items[0].tolist() if i >= 0]
+
+
+def test_drop_items_right_aligns_the_rest_and_keeps_an_all_dropped_row():
+    hist = np.array([[-1, 3, 5, 7], [2, 5, 4, 6], [-1, -1, 5, 6]])
+    drop = np.zeros(8, dtype=bool)
+    drop[[5, 6]] = True
+    assert drop_items(hist, drop).tolist() == [[-1, -1, 3, 7], [-1, -1, 2, 4], [-1, -1, 5, 6]]
+
+
+def test_prompt_without_new_items(ws, ml_split, ml_sids):
+    """eval.prompt_new_items=false: the model reads the history minus the new items (the
+    beam search's prompt), while the exclusion still covers every history item."""
+    _, table = ml_sids
+    new = np.flatnonzero(ml_split.is_new)
+    hist = ws["hist"].copy()
+    hist[::2, -1] = new[: len(hist[::2])]  # a new item last in every other row
+    hist[1::4, -3] = new[-len(hist[1::4]) :]
+    r = ws["recipe"]
+    off = r.model_copy(update={"eval": r.eval.model_copy(update={"prompt_new_items": False})})
+    with Session.open(off, ws["ckpt"]) as session:
+        recs = session.recommend(hist, K, "beam", users=ws["users"], scope="full")
+    with Session.open(r, ws["ckpt"]) as session:
+        plain = session.recommend(hist, K, "beam", users=ws["users"], scope="full")
+    model = load_checkpoint(ws["ckpt"])
+    prompt = drop_items(hist, ml_split.is_new)
+    tok = history_tokens(prompt, table.tokens(model.vocab), ws["users"], model.vocab)
+    trie = SidTrie.from_table(table.sids, model.vocab)
+    ref = beam_search(model, tok, trie, BEAM, K, torch.from_numpy(hist))
+    assert np.array_equal(recs.items, ref.items.numpy())
+    for row, items in zip(hist, recs.items, strict=True):
+        assert not set(items.tolist()) & set(row[row >= 0].tolist())
+    has_new = ((hist >= 0) & ml_split.is_new[np.maximum(hist, 0)]).any(axis=1)
+    assert 0 < has_new.sum() < len(hist)
+    assert not np.array_equal(recs.items[has_new], plain.items[has_new])  # the prompt changed
+    assert np.array_equal(recs.items[~has_new], plain.items[~has_new])
 
 
 def random_pack(model, ckpt: Path, seed: int = 0) -> EditPack:

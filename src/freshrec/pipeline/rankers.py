@@ -36,6 +36,7 @@ def gr_ranker(
         Catalog.from_split(split, table, model.vocab),
         beam_size=beam_size or recipe.eval.beam_size,
         batch_size=recipe.eval.batch_size,
+        prompt_new_items=recipe.eval.prompt_new_items,
     )
     ranker = session.ranker("beam", catalog)  # type: ignore[arg-type]
     assert isinstance(ranker, GRRanker)

@@ -28,6 +28,19 @@ def model_window(histories: np.ndarray, length: int) -> np.ndarray:
     return np.concatenate([pad, hist], axis=1)
 
 
+def drop_items(histories: np.ndarray, drop: np.ndarray) -> np.ndarray:
+    """Right-aligned, -1 padded histories int64[n, H] without the items flagged in bool[n_items]
+    `drop`, the rest kept in order and right-aligned; a row that would be left empty keeps its
+    items (the model needs a prompt)."""
+    hist = np.asarray(histories, dtype=np.int64)
+    keep = hist >= 0
+    keep[keep] = ~np.asarray(drop, dtype=bool)[hist[keep]]
+    empty = ~keep.any(axis=1)
+    keep[empty] = hist[empty] >= 0
+    order = np.argsort(keep, axis=1, kind="stable")  # dropped first, kept last, both in order
+    return np.take_along_axis(np.where(keep, hist, -1), order, axis=1)
+
+
 class GRRanker:
     """Ranks item histories with `beam_search(model, ...)` in batches of `batch_size` rows.
 
@@ -36,6 +49,9 @@ class GRRanker:
     counts as "full"). retries: when excluding the history leaves a row with fewer than its
     top_k valid items (although the scope has them), search those rows again with a 4x wider
     beam, at most `retries` times (0 = plain beam search, the evaluation protocol's).
+    prompt_new_items: False = the model reads only the items it was trained on (the view's
+    `is_new` items are dropped from the prompt, as SASRec, which has no embedding for them,
+    does); the history exclusion still covers every history item.
     """
 
     def __init__(
@@ -48,6 +64,7 @@ class GRRanker:
         beam_size: int = 50,
         batch_size: int = 256,
         retries: int = 0,
+        prompt_new_items: bool = True,
     ) -> None:
         if beam_size < 1 or batch_size < 1 or retries < 0:
             raise ConfigError("beam_size and batch_size must be >= 1, retries >= 0")
@@ -62,6 +79,7 @@ class GRRanker:
         self.beam_size = beam_size
         self.batch_size = batch_size
         self.retries = retries
+        self.prompt_new_items = prompt_new_items
         self.history_len: int | None = model.config.max_history
 
     def rank_histories(
@@ -115,7 +133,8 @@ class GRRanker:
         self, hist: np.ndarray, users: np.ndarray, ks: np.ndarray, exclude_history: bool, beam: int
     ) -> tuple[np.ndarray, np.ndarray]:
         assert self.history_len is not None
-        window = model_window(hist, self.history_len)
+        prompt = hist if self.prompt_new_items else drop_items(hist, self.view.is_new)
+        window = model_window(prompt, self.history_len)
         tokens = history_tokens(window, self.view.sid_tokens, users, self.model.vocab)
         exclude = torch.from_numpy(hist) if exclude_history else None
         k = int(ks.max())

@@ -69,6 +69,7 @@ def beam_mode(
         beam_size=beam_size or session.beam_size,
         batch_size=session.batch_size,
         retries=session.retries,
+        prompt_new_items=session.prompt_new_items,
     )
 
 
@@ -171,6 +172,7 @@ def fresh_mode(
         beam_size=beam_size or session.beam_size,
         batch_size=session.batch_size,
         retries=session.retries,
+        prompt_new_items=session.prompt_new_items,
     )
     emb = catalog.embeddings if catalog.embeddings is not None else session.embeddings
     recommendable = catalog.recommendable if scope == "new" else catalog.mask(scope)

@@ -77,6 +77,8 @@ class Session:
     embeddings float32[n_items, d], or a function loading them on first use (text drafters).
     tokenizer_fingerprint: the SID tokenizer the model and catalog belong to, if known.
     fresh: the fused ranker's calibration (mode "fresh"; default: the built-in values).
+    prompt_new_items: whether the GR model's prompt keeps the catalog's new items (the recipe's
+    `eval.prompt_new_items`; see `GRRanker`).
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class Session:
         workspace: Workspace | None = None,
         tokenizer_fingerprint: str | None = None,
         fresh: FreshParams | None = None,
+        prompt_new_items: bool = True,
     ) -> None:
         if catalog.vocab != model.vocab:
             raise ConfigError(f"catalog vocab {catalog.vocab} does not match the model's")
@@ -103,6 +106,7 @@ class Session:
         self.workspace = workspace
         self.tokenizer_fingerprint = tokenizer_fingerprint
         self.fresh = fresh or FreshParams()
+        self.prompt_new_items = prompt_new_items
         self._embeddings = embeddings
         self._rankers: dict[tuple[Any, ...], tuple[Catalog, ModeRanker]] = {}
         self._catalog = catalog
@@ -139,6 +143,7 @@ class Session:
             split=split,
             beam_size=recipe.eval.beam_size,
             batch_size=recipe.eval.batch_size,
+            prompt_new_items=recipe.eval.prompt_new_items,
             embeddings=lambda: ws.item_embeddings(split.dataset.items.texts),
             workspace=ws,
             tokenizer_fingerprint=tokenizer.fingerprint,

@@ -72,6 +72,7 @@ def context_from_recipe(recipe: Any, checkpoint: Path, work: Path | None = None)
         first_seen=item_first_seen(split),
         beam_size=recipe.eval.beam_size,
         batch_size=recipe.eval.batch_size,
+        prompt_new_items=recipe.eval.prompt_new_items,
         seed=recipe.train.seed,
     )
 

@@ -94,6 +94,7 @@ def score_step(
         beam_size=ctx.beam_size,
         batch_size=ctx.batch_size,
         fresh=ctx.fresh,
+        prompt_new_items=ctx.prompt_new_items,
     )
     hist = split.histories(requests, state.model.config.max_history)
     recs = session.recommend(hist, cfg.top_k, cfg.mode, users=np.asarray(requests.user))

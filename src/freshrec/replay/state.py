@@ -31,7 +31,8 @@ class ReplayContext:
     without refitting); warm_table: SIDs of the training-period items only; checkpoint: the
     trained model's folder; train: the recipe's training settings (retraining, fine-tuning);
     fresh: the fused ranker's calibration; work: a folder for checkpoints and caches;
-    first_seen: int64[n_items] first interaction time (unix s); seed: sampling seed.
+    first_seen: int64[n_items] first interaction time (unix s); beam_size, batch_size,
+    prompt_new_items: the recipe's decoding settings (`eval.*`); seed: sampling seed.
     """
 
     split: Split
@@ -45,6 +46,7 @@ class ReplayContext:
     first_seen: np.ndarray
     beam_size: int = 50
     batch_size: int = 256
+    prompt_new_items: bool = True
     seed: int = 0
 
     @property

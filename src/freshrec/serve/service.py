@@ -196,6 +196,7 @@ class Service:
             retries=RETRIES if self.config.mode == "beam" else 0,
             tokenizer_fingerprint=fingerprint,
             fresh=FreshParams.load_or_default(self.checkpoint),
+            prompt_new_items=self.recipe.eval.prompt_new_items,
         )
 
     # ================================================================== lifecycle

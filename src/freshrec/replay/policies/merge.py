@@ -105,6 +105,7 @@ def held_out_recall(
         beam_size=ctx.beam_size,
         batch_size=ctx.batch_size,
         fresh=ctx.fresh,
+        prompt_new_items=ctx.prompt_new_items,
     )
     hist = split.histories(req, model.config.max_history)
     recs = session.recommend(hist, 20, users=np.asarray(req.user))
