@@ -76,6 +76,14 @@ def training_settings(r: Recipe) -> dict:
     return {"model": r.model.model_dump(), "train": r.train.model_dump(exclude={"num_threads"})}
 
 
+def ranking_settings(r: Recipe) -> dict:
+    """`training_settings` plus the decoding settings a GR row's scores depend on."""
+    return {
+        **training_settings(r),
+        "eval": r.eval.model_dump(include={"beam_size", "prompt_new_items"}),
+    }
+
+
 def recipe_change(r: Recipe, folder: Path) -> str:
     """'' when run folder `folder` was trained with `r`'s model and training settings, else
     the differing keys (a run without recipe.json counts as different)."""

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import RECIPES, RESULTS, WORK, command, recipe, setup, trained, training_settings
+from common import RECIPES, RESULTS, WORK, command, ranking_settings, recipe, setup, trained
 from freshrec import pipeline
 from freshrec.atomic import write_json, write_text
 from freshrec.evaluate.baselines import (
@@ -101,7 +101,7 @@ def cut_row(cut: str, arch: str, seed: int, requests: int, retrain: bool) -> dic
     (`<row>.npz`: ndcg10, recall20 of each warm request, in request order)."""
     cache = cut_cache(cut, arch, seed, requests)
     r = recipe("causal" if arch == "sasrec" else arch, seed, [], cut=cut)
-    settings = None if arch == "sasrec" else training_settings(r)
+    settings = None if arch == "sasrec" else ranking_settings(r)
     if cache.exists() and not retrain:
         cached = json.loads(cache.read_text())
         if cached.get("settings") == settings:

@@ -31,7 +31,17 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import torch
 
-from common import RECIPES, RESULTS, WORK, command, recipe, setup, trained, training_settings
+from common import (
+    RECIPES,
+    RESULTS,
+    WORK,
+    command,
+    ranking_settings,
+    recipe,
+    setup,
+    trained,
+    training_settings,
+)
 from freshrec import pipeline
 from freshrec.atomic import write_json, write_text
 from freshrec.evaluate.baselines import SASRecConfig, SASRecRanker
@@ -61,7 +71,7 @@ def row(cut: str, name: str, seed: int, overrides: list[str], args: argparse.Nam
     """Validation scores of one (variant, seed), trained if needed; cached."""
     cache = WORK / "sweep" / f"{cut.replace('/', '-')}_{name}_s{seed}_n{args.requests}.json"
     r = recipe("causal", seed, overrides, cut=cut)
-    settings = None if name == "sasrec" else training_settings(r)
+    settings = None if name == "sasrec" else ranking_settings(r)
     if cache.exists():
         cached = json.loads(cache.read_text())
         if cached["overrides"] != overrides:
