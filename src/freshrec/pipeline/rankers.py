@@ -27,16 +27,19 @@ def gr_ranker(
     catalog: str,
     name: str | None = None,
     beam_size: int | None = None,
+    prompt_new_items: bool | None = None,
 ) -> GRRanker:
     """The beam-mode ranker of a `Session` over the warm catalog (`catalog="warm"`) or every
     item with a SID ("full"): what evaluation, training validation and the benchmarks rank
-    with (an evaluate `Ranker`)."""
+    with (an evaluate `Ranker`). beam_size, prompt_new_items: None = the recipe's."""
     session = Session(
         model,
         Catalog.from_split(split, table, model.vocab),
         beam_size=beam_size or recipe.eval.beam_size,
         batch_size=recipe.eval.batch_size,
-        prompt_new_items=recipe.eval.prompt_new_items,
+        prompt_new_items=(
+            recipe.eval.prompt_new_items if prompt_new_items is None else prompt_new_items
+        ),
     )
     ranker = session.ranker("beam", catalog)  # type: ignore[arg-type]
     assert isinstance(ranker, GRRanker)

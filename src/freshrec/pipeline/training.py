@@ -65,8 +65,12 @@ def train(
         examples = training_examples(recipe.model, split, table.tokens(vocab), vocab)
 
     def validate(m: GenerativeRecommender) -> float:
-        # ranks with the weights handed in (the EMA copy when train.ema_decay is set)
-        ranker = gr_ranker(recipe, m, table, split, catalog="warm", beam_size=cfg.valid_beam)
+        # ranks with the weights handed in (the EMA copy when train.ema_decay is set); the
+        # full prompt whatever eval.prompt_new_items says (a decoding choice made after
+        # training: it does not change which epoch is kept)
+        ranker = gr_ranker(
+            recipe, m, table, split, catalog="warm", beam_size=cfg.valid_beam, prompt_new_items=True
+        )
         res = evaluate_ranker(
             ranker,
             split,
