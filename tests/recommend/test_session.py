@@ -39,9 +39,12 @@ def ws(tmp_path_factory, ml_split, ml_sids, ml_emb) -> dict:
     return {"recipe": recipe, "ckpt": ckpt, "hist": hist, "users": np.asarray(users), "work": work}
 
 
-def reference(model, table, hist, users, mask=None, beam=BEAM, k=K):
-    """beam_search called directly (the old GRRanker path): history excluded."""
-    tok = history_tokens(hist, table.tokens(model.vocab), users, model.vocab)
+def reference(model, table, hist, users, mask=None, beam=BEAM, k=K, is_new=None):
+    """beam_search called directly (the old GRRanker path): history excluded; with `is_new`
+    (bool[n_items]) those items are dropped from the prompt (the cpu recipe's
+    eval.prompt_new_items=false)."""
+    prompt = hist if is_new is None else drop_items(hist, is_new)
+    tok = history_tokens(prompt, table.tokens(model.vocab), users, model.vocab)
     trie = SidTrie.from_table(table.sids, model.vocab, mask)
     out = beam_search(model, tok, trie, beam, k, torch.from_numpy(hist))
     return out.items.numpy(), out.scores.numpy()
@@ -55,7 +58,8 @@ def test_beam_equals_beam_search(scope, ws, ml_split, ml_sids):
         assert session.tokenizer_fingerprint == ml_sids[0].fingerprint
     model = load_checkpoint(ws["ckpt"])
     mask = ~ml_split.is_new if scope == "warm" else None
-    items, scores = reference(model, table, ws["hist"], ws["users"], mask)
+    is_new = None if ws["recipe"].eval.prompt_new_items else ml_split.is_new
+    items, scores = reference(model, table, ws["hist"], ws["users"], mask, is_new=is_new)
     assert np.array_equal(recs.items, items)
     np.testing.assert_allclose(recs.scores, scores, rtol=1e-5)
     assert recs.scores.dtype == np.float32
@@ -87,9 +91,10 @@ def test_prompt_without_new_items(ws, ml_split, ml_sids):
     hist[1::4, -3] = new[-len(hist[1::4]) :]
     r = ws["recipe"]
     off = r.model_copy(update={"eval": r.eval.model_copy(update={"prompt_new_items": False})})
+    on = r.model_copy(update={"eval": r.eval.model_copy(update={"prompt_new_items": True})})
     with Session.open(off, ws["ckpt"]) as session:
         recs = session.recommend(hist, K, "beam", users=ws["users"], scope="full")
-    with Session.open(r, ws["ckpt"]) as session:
+    with Session.open(on, ws["ckpt"]) as session:
         plain = session.recommend(hist, K, "beam", users=ws["users"], scope="full")
     model = load_checkpoint(ws["ckpt"])
     prompt = drop_items(hist, ml_split.is_new)
@@ -130,18 +135,19 @@ def random_pack(model, ckpt: Path, seed: int = 0) -> EditPack:
     return EditPack(deltas, manifest)
 
 
-def test_beam_with_edit_pack_equals_edited_beam_search(ws, ml_sids, tmp_path):
+def test_beam_with_edit_pack_equals_edited_beam_search(ws, ml_split, ml_sids, tmp_path):
     _, table = ml_sids
+    is_new = None if ws["recipe"].eval.prompt_new_items else ml_split.is_new
     model = load_checkpoint(ws["ckpt"])
     folder = random_pack(model, ws["ckpt"]).save(tmp_path / "pack")
     with Session.open(ws["recipe"], ws["ckpt"], [folder]) as session:
         assert session.edit_stack is not None
         assert len(session.edit_stack) == 1
         recs = session.recommend(ws["hist"], K, "beam", users=ws["users"])
-    base, _ = reference(model, table, ws["hist"], ws["users"])
+    base, _ = reference(model, table, ws["hist"], ws["users"], is_new=is_new)
     with EditStack(model, ws["ckpt"]) as stack:
         stack.push(EditPack.load(folder))
-        items, scores = reference(model, table, ws["hist"], ws["users"])
+        items, scores = reference(model, table, ws["hist"], ws["users"], is_new=is_new)
     assert not np.array_equal(items, base)  # the pack changes the recommendations
     assert np.array_equal(recs.items, items)
     np.testing.assert_allclose(recs.scores, scores, rtol=1e-5)
@@ -246,7 +252,10 @@ def test_fresh_is_the_default_and_equals_the_fused_ranker(ws, ml_split, ml_sids,
     with Session.open(ws["recipe"], ws["ckpt"]) as session:
         recs = session.recommend(ws["hist"], 20, users=ws["users"])  # default mode: fresh
         catalog = Catalog.from_split(ml_split, table, session.model.vocab)
-        beam = GRRanker(session.model, catalog, scope="warm", beam_size=BEAM)
+        prompt = ws["recipe"].eval.prompt_new_items
+        beam = GRRanker(
+            session.model, catalog, scope="warm", beam_size=BEAM, prompt_new_items=prompt
+        )
         ref = FreshRanker(beam, ml_emb, ml_split.is_new, FreshParams())
         items, _ = ref.rank_histories(ws["hist"], ws["users"], 20)
         assert (recs.items == items).all()
