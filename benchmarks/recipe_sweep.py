@@ -5,15 +5,15 @@ excluded), next to SASRec on the same requests. The test period is never touched
 a recipe change is chosen before the cuts of `gr_bench.py` are re-run with it.
 
     python benchmarks/recipe_sweep.py [--cut 60/20/20] [--requests 6000]
-        [--variants 'base@0,1,2;e60@0,1,2=train.epochs=60;...']
+        [--variants 'base@0,1,2;e60@0,1,2=train.epochs=60;...'] [--base override,...]
 
 A variant is `name@seeds=override,override`; `base` is the cut's cached `cpu` run (gr_bench's
 `causal-s<seed>`), others train as `sweep-<name>-s<seed>` under benchmarks/.work (reused when
 present); a variant that changes no model or training setting (e.g. `eval.beam_size`) ranks
-with the base run. Rows are cached in benchmarks/.work/sweep/ with the model/train settings
-they were run with (a row whose settings no longer match, e.g. `base` after the recipe
-changed, re-runs).
-Writes benchmarks/results/recipe_sweep.{md,json,png} for the 60/20/20 cut,
+with the base run. `--base` overrides apply to every row (to compare against the recipe as
+it was before a change). Rows are cached in benchmarks/.work/sweep/ with the model, training
+and decoding settings they were run with (a row whose settings no longer match, e.g. `base`
+after the recipe changed, re-runs). Writes benchmarks/results/recipe_sweep.{md,json,png} for the 60/20/20 cut,
 recipe_sweep_<cut>.{md,json,png} for others.
 """
 
@@ -50,7 +50,8 @@ from freshrec.evaluate.report import run_metadata
 
 DEFAULT_VARIANTS = (
     "base@0,1,2;e60@0,1,2=train.epochs=60;"
-    "w128@0=model.d_model=128,model.d_kv=32,model.d_ff=384;sasrec@0,1,2"
+    "w128@0=model.d_model=128,model.d_kv=32,model.d_ff=384;ema99@0,1=train.ema_decay=0.99;"
+    "b100@0,1,2=eval.beam_size=100;warmprompt@0,1,2=eval.prompt_new_items=false;sasrec@0,1,2"
 )
 METRICS = ("v_warm_n10", "v_warm_r20", "v_all_n10", "v_all_r20")
 
@@ -70,7 +71,7 @@ def parse_variants(spec: str) -> list[tuple[str, list[int], list[str]]]:
 def row(cut: str, name: str, seed: int, overrides: list[str], args: argparse.Namespace) -> dict:
     """Validation scores of one (variant, seed), trained if needed; cached."""
     cache = WORK / "sweep" / f"{cut.replace('/', '-')}_{name}_s{seed}_n{args.requests}.json"
-    r = recipe("causal", seed, overrides, cut=cut)
+    r = recipe("causal", seed, [*args.base, *overrides], cut=cut)
     settings = None if name == "sasrec" else ranking_settings(r)
     if cache.exists():
         cached = json.loads(cache.read_text())
@@ -88,6 +89,7 @@ def row(cut: str, name: str, seed: int, overrides: list[str], args: argparse.Nam
         "name": name,
         "seed": seed,
         "overrides": overrides,
+        "base_overrides": args.base,
         "settings": settings,
     }
     t0 = time.perf_counter()
@@ -96,7 +98,8 @@ def row(cut: str, name: str, seed: int, overrides: list[str], args: argparse.Nam
     else:
         # a variant that changes no model/train setting (e.g. eval.beam_size) ranks with the
         # base run's checkpoint
-        same = training_settings(r) == training_settings(recipe("causal", seed, cut=cut))
+        base = recipe("causal", seed, args.base, cut=cut)
+        same = training_settings(r) == training_settings(base)
         run = None if name == "base" or same else f"sweep-{name}-s{seed}"
         model, log = trained(r, split, tok, table, retrain=False, name=run)
         out.update(
@@ -160,10 +163,17 @@ def main() -> None:
     )
     ap.add_argument("--cut", default="60/20/20")
     ap.add_argument("--variants", default=DEFAULT_VARIANTS)
+    ap.add_argument(
+        "--base",
+        default="",
+        help="overrides applied to every row, `base` included (comma-separated; e.g. "
+        "eval.prompt_new_items=true compares against the recipe before that was switched off)",
+    )
     ap.add_argument("--requests", type=int, default=6000, help="sampled validation requests")
     ap.add_argument("--request-seed", type=int, default=123, help="validation sample seed")
     ap.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     args = ap.parse_args()
+    args.base = [o for o in args.base.split(",") if o]
     torch.set_num_threads(args.threads)
     variants = parse_variants(args.variants)
     rows = [row(args.cut, n, s, ov, args) for n, seeds, ov in variants for s in seeds]
@@ -198,6 +208,7 @@ def main() -> None:
         f"{args.request_seed} (the same for every row), beam 50 (unless the overrides set "
         "eval.beam_size), full-SID hits, history excluded; model selection inside training "
         "uses its own 3,000-request sample. "
+        f"Every row (base included) also has the overrides {' '.join(args.base) or '-'}. "
         "`base` = the `cpu` recipe's cached cut run; SASRec = the baseline of the GR benchmark.",
         "",
         "| variant | overrides | seeds | warm N@10 | warm R@20 | overall N@10 | overall R@20 "
