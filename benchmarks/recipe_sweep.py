@@ -13,8 +13,8 @@ present); a variant that changes no model or training setting (e.g. `eval.beam_s
 with the base run. `--base` overrides apply to every row (to compare against the recipe as
 it was before a change). Rows are cached in benchmarks/.work/sweep/ with the model, training
 and decoding settings they were run with (a row whose settings no longer match, e.g. `base`
-after the recipe changed, re-runs). Writes benchmarks/results/recipe_sweep.{md,json,png} for the 60/20/20 cut,
-recipe_sweep_<cut>.{md,json,png} for others.
+after the recipe changed, re-runs). Writes benchmarks/results/recipe_sweep.{md,json,png} for
+the 60/20/20 cut, recipe_sweep_<cut>.{md,json,png} for others.
 """
 
 from __future__ import annotations
