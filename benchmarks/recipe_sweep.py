@@ -134,10 +134,9 @@ def summarise(rows: list[dict]) -> dict[str, dict]:
         rs = [r for r in rows if r["name"] == name]
         s: dict[str, Any] = {"seeds": [r["seed"] for r in rs]}
         s.update({k: median(r[k] for r in rs) for k in METRICS})
-        paired = [
-            r["v_warm_n10"] / base[r["seed"]]["v_warm_n10"] - 1 for r in rs if r["seed"] in base
-        ]
-        s["warm_n10_vs_base"] = median(paired) if paired and name != "base" else None
+        for key in ("v_warm_n10", "v_warm_r20"):
+            paired = [r[key] / base[r["seed"]][key] - 1 for r in rs if r["seed"] in base]
+            s[f"{key[2:]}_vs_base"] = median(paired) if paired and name != "base" else None
         out[name] = s
     return out
 
@@ -212,12 +211,16 @@ def main() -> None:
         "`base` = the `cpu` recipe's cached cut run; SASRec = the baseline of the GR benchmark.",
         "",
         "| variant | overrides | seeds | warm N@10 | warm R@20 | overall N@10 | overall R@20 "
-        "| warm N@10 vs base (paired, median) |",
+        "| warm N@10 / R@20 vs base (paired, medians) |",
         "|---|---|---|---|---|---|---|---|",
     ]
     overrides = {n: ov for n, _, ov in variants}
     for name, s in summary.items():
-        delta = "-" if s["warm_n10_vs_base"] is None else f"{s['warm_n10_vs_base']:+.1%}"
+        delta = (
+            "-"
+            if s["warm_n10_vs_base"] is None
+            else f"{s['warm_n10_vs_base']:+.1%} / {s['warm_r20_vs_base']:+.1%}"
+        )
         lines.append(
             f"| {name} | {' '.join(overrides[name]) or '-'} | "
             f"{','.join(map(str, s['seeds']))} | {s['v_warm_n10']:.4f} | {s['v_warm_r20']:.4f} | "
