@@ -127,6 +127,16 @@ def train_briefly(model: GenerativeRecommender, sid_tokens: np.ndarray, steps: i
     model.eval()
 
 
+TINY_CAUSAL = [
+    "model.recipe=causal_cpu",
+    "model.d_model=32",
+    "model.d_ff=64",
+    "model.num_layers=1",
+    "model.num_heads=2",
+]
+"""Recipe overrides of the tiny causal model that the CLI and pipeline tests train."""
+
+
 def tiny_workspace(work, split: Split, tok, table, overrides: list[str]):
     """A `cpu` recipe's workspace under `work` holding the real split, tokenizer and the test
     embedding cache, and a tiny untrained TIGER checkpoint (seed 0) in work/run/best.

@@ -11,14 +11,11 @@ from typer.testing import CliRunner
 
 from freshrec.cli import app
 from freshrec.embed import cache_path
+from model_helpers import TINY_CAUSAL
 
 runner = CliRunner()
 TINY = [
-    "model.recipe=causal_cpu",
-    "model.d_model=32",
-    "model.d_ff=64",
-    "model.num_layers=1",
-    "model.num_heads=2",
+    *TINY_CAUSAL,
     "train.epochs=1",
     "train.valid_requests=100",
     "train.valid_beam=10",

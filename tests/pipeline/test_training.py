@@ -11,13 +11,10 @@ from freshrec import pipeline
 from freshrec.config import load_recipe
 from freshrec.evaluate.protocol import evaluate_ranker
 from freshrec.model.checkpoint import BEST, load_checkpoint
+from model_helpers import TINY_CAUSAL
 
 TINY = [
-    "model.recipe=causal_cpu",
-    "model.d_model=32",
-    "model.d_ff=64",
-    "model.num_layers=1",
-    "model.num_heads=2",
+    *TINY_CAUSAL,
     "train.epochs=2",
     "train.warmup_steps=5",
     "train.valid_requests=60",
