@@ -106,7 +106,7 @@ def cut_row(cut: str, arch: str, seed: int, requests: int, retrain: bool) -> dic
         cached = json.loads(cache.read_text())
         if cached.get("settings") == settings:
             return cached
-        print(f"{cache.name}: cached with other model/train settings, re-running", flush=True)
+        print(f"{cache.name}: settings changed since it was cached, re-running", flush=True)
     limit = requests or None
     split, _, tok, table = setup(r)
     row: dict = {"cut": cut, "arch": arch, "seed": seed, "settings": settings}

@@ -82,7 +82,7 @@ def row(cut: str, name: str, seed: int, overrides: list[str], args: argparse.Nam
             )
         if cached.get("settings") == settings:
             return cached
-        print(f"{cache.name}: cached with other model/train settings, re-running", flush=True)
+        print(f"{cache.name}: settings changed since it was cached, re-running", flush=True)
     split, _, tok, table = setup(r)
     out: dict[str, Any] = {
         "cut": cut,
