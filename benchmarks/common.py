@@ -91,11 +91,13 @@ def recipe_change(r: Recipe, folder: Path) -> str:
     if not path.exists():
         return "no recipe.json"
     saved = json.loads(path.read_text())
-    old = {
-        "model": type(r.model).model_validate(saved["model"]).model_dump(),
-        "train": type(r.train).model_validate(saved["train"]).model_dump(exclude={"num_threads"}),
-    }
-    new = training_settings(r)
+    then = r.model_copy(
+        update={
+            "model": type(r.model).model_validate(saved["model"]),
+            "train": type(r.train).model_validate(saved["train"]),
+        }
+    )
+    old, new = training_settings(then), training_settings(r)
     diff = [f"{s}.{k}" for s in new for k in new[s] if old[s].get(k) != new[s][k]]
     return ", ".join(diff)
 
