@@ -97,11 +97,8 @@ def test_prompt_without_new_items(ws, ml_split, ml_sids):
     with Session.open(on, ws["ckpt"]) as session:
         plain = session.recommend(hist, K, "beam", users=ws["users"], scope="full")
     model = load_checkpoint(ws["ckpt"])
-    prompt = drop_items(hist, ml_split.is_new)
-    tok = history_tokens(prompt, table.tokens(model.vocab), ws["users"], model.vocab)
-    trie = SidTrie.from_table(table.sids, model.vocab)
-    ref = beam_search(model, tok, trie, BEAM, K, torch.from_numpy(hist))
-    assert np.array_equal(recs.items, ref.items.numpy())
+    items, _ = reference(model, table, hist, ws["users"], is_new=ml_split.is_new)
+    assert np.array_equal(recs.items, items)
     for row, items in zip(hist, recs.items, strict=True):
         assert not set(items.tolist()) & set(row[row >= 0].tolist())
     has_new = ((hist >= 0) & ml_split.is_new[np.maximum(hist, 0)]).any(axis=1)

@@ -12,6 +12,7 @@ import ddp_worker
 import pytest
 import torch
 
+from freshrec.config import load_recipe
 from freshrec.data import save_split
 from freshrec.errors import ConfigError
 from freshrec.model.base import build_model
@@ -145,6 +146,12 @@ def test_ema_first_update_copies_then_lerps(examples, ml_sids, tmp_path):
     second = params[name].detach()
     expected = 0.75 * first + 0.25 * second
     torch.testing.assert_close(dict(trainer.eval_model.named_parameters())[name], expected)
+
+
+@pytest.mark.parametrize("value", ["1.5", "0", "-0.1"])
+def test_ema_decay_outside_0_1_is_a_clear_error(value):
+    with pytest.raises(ConfigError, match="ema_decay"):
+        load_recipe("cpu", [f"train.ema_decay={value}"])
 
 
 def test_resume_with_ema_continues_exactly(examples, ml_sids, tmp_path):
