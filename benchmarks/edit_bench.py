@@ -23,7 +23,8 @@ Torch runs one intra-op thread (the machine is shared; multi-threaded BLAS thras
 contention). Wall and process-CPU seconds are recorded for edit, fine-tune and retrain.
 
 The full retrain does not depend on the base model, so it can be run ahead (e.g. while the
-GR benchmark trains): `--retrain-only`; the main run then reuses it (and says so).
+GR benchmark trains): `--retrain-only`; the main run then reuses it (and says so), waiting
+while a `--retrain-only` run of this machine is still training it.
 
 Writes benchmarks/results/edit.{md,json}, edit_cold_vs_warm.png, edit_time_vs_retrain.png
 (`--name X`: X.{md,json}, X_cold_vs_warm.png, ...; e.g. `--archs tiger --retrain-archs tiger
@@ -38,7 +39,9 @@ import dataclasses
 import io
 import itertools
 import json
+import os
 import shutil
+import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -71,6 +74,7 @@ from freshrec.semid.vocab import BOS, PAD, SidVocab
 Examples = dict[str, np.ndarray]
 FT_BATCH = 256  # fine-tuning batch: half pseudo-requests, half replayed training examples
 VIEWS = ("sample", "edited")
+RUNNING = "RUNNING.json"  # in a retrain folder while a process trains it
 
 
 # ----------------------------------------------------------------------------------- timing
@@ -332,7 +336,11 @@ def retrain(
     tag = f"{arch}-n{len(items)}-e{epochs}-p{seed}" + ("-quick" if args.quick else "")
     folder = pipeline.workspace(rr).checkpoints(f"edit-retrain-{tag}")
     info_file = folder / "bench_retrain.json"
+    if not args.retrain and not info_file.exists():
+        wait_for_retrain(folder, args.wait_minutes)
     if args.retrain or not info_file.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / RUNNING, {"pid": os.getpid(), "host": socket.gethostname()})
         cfg = EditConfig()
         pseudo = pseudo_requests(
             split,
@@ -365,6 +373,7 @@ def retrain(
                 "command": command(),
             },
         )
+        (folder / RUNNING).unlink()
         reused = False
     else:
         reused = True
@@ -400,6 +409,30 @@ def wait_for(log: Path, minutes: float) -> None:
             raise SystemExit(f"{log} did not appear within {minutes} min (run gr_bench.py)")
         print(f"waiting for {log} ...", flush=True)
         time.sleep(60)
+
+
+def wait_for_retrain(folder: Path, minutes: float) -> None:
+    """Poll while another process of this machine (a `--retrain-only` run) trains `folder`:
+    its RUNNING file names a live process id. A stale file (dead process) is ignored."""
+    t0 = time.time()
+    while (run := folder / RUNNING).exists():
+        owner = json.loads(run.read_text())
+        if owner.get("host") != socket.gethostname() or not pid_alive(int(owner["pid"])):
+            return
+        if time.time() - t0 > minutes * 60:
+            raise SystemExit(f"{folder} was still training after {minutes} min")
+        print(f"waiting for the retrain in {folder} (pid {owner['pid']}) ...", flush=True)
+        time.sleep(60)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 @dataclasses.dataclass

@@ -105,6 +105,7 @@ def main() -> None:
             seed=args.seed,
             self_draft_steps=args.self_draft_steps,
             log=log,
+            prompt_new_items=r.eval.prompt_new_items,
         )
     results += spec
     by = {res.method: res for res in results}

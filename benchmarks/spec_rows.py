@@ -68,6 +68,7 @@ def spec_benchmark_rows(
     suffix: str = "",
     length_modes: Sequence[LengthMode] = ("codes", "all_codes", "in_sample", "full"),
     log: list[dict[str, Any]] | None = None,
+    prompt_new_items: bool = True,
 ) -> list[EvalResult]:
     """EvalResults of speculative recommendation under the evaluation protocol, gamma tuned
     on validation.
@@ -87,6 +88,7 @@ def spec_benchmark_rows(
     another metric share a table); `extra` holds gamma, order, lengths, the validation
     value, drafter / verifier settings, tuning seconds and the test run's acceptance
     statistics (`spec_stats`). `log` (if given) receives each method's tuning table.
+    prompt_new_items: the recipe's `eval.prompt_new_items` (`SpecRanker`).
     """
     rows: list[EvalResult] = []
     unknown = set(methods) - set(LABELS)
@@ -122,6 +124,7 @@ def spec_benchmark_rows(
                 beam_size=beam_size,
                 batch_size=batch_size,
                 is_new=split.is_new,
+                prompt_new_items=prompt_new_items,
                 name=LABELS[method] + suffix,
             )
             tuning = tune_gamma(

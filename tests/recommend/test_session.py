@@ -83,7 +83,8 @@ def test_drop_items_right_aligns_the_rest_and_keeps_an_all_dropped_row():
 
 def test_prompt_without_new_items(ws, ml_split, ml_sids):
     """eval.prompt_new_items=false: the model reads the history minus the new items (the
-    beam search's prompt), while the exclusion still covers every history item."""
+    prompt of the beam search, and of the spec mode's), while the exclusion still covers every
+    history item."""
     _, table = ml_sids
     new = np.flatnonzero(ml_split.is_new)
     hist = ws["hist"].copy()
@@ -94,11 +95,15 @@ def test_prompt_without_new_items(ws, ml_split, ml_sids):
     on = r.model_copy(update={"eval": r.eval.model_copy(update={"prompt_new_items": True})})
     with Session.open(off, ws["ckpt"]) as session:
         recs = session.recommend(hist, K, "beam", users=ws["users"], scope="full")
+        spec = session.recommend(  # gamma +inf: the spec mode is its beam search
+            hist, K, "spec", users=ws["users"], scope="full", gamma=float("inf")
+        )
     with Session.open(on, ws["ckpt"]) as session:
         plain = session.recommend(hist, K, "beam", users=ws["users"], scope="full")
     model = load_checkpoint(ws["ckpt"])
     items, _ = reference(model, table, hist, ws["users"], is_new=ml_split.is_new)
     assert np.array_equal(recs.items, items)
+    assert np.array_equal(spec.items, items)
     for row, items in zip(hist, recs.items, strict=True):
         assert not set(items.tolist()) & set(row[row >= 0].tolist())
     has_new = ((hist >= 0) & ml_split.is_new[np.maximum(hist, 0)]).any(axis=1)

@@ -1,6 +1,6 @@
-"""SpecRanker: the gamma extremes (drafter order / plain beam search), finalize == early-exit
-run, history exclusion on real MovieLens data (gamma tuning: tests/evaluate/test_spec_tuning.py,
-benchmark rows: tests/benchmarks/test_spec_rows.py)."""
+"""SpecRanker: the gamma extremes (drafter order / plain beam search), the prompt without new
+items, finalize == early-exit run, history exclusion on real MovieLens data (gamma tuning:
+tests/evaluate/test_spec_tuning.py, benchmark rows: tests/benchmarks/test_spec_rows.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from freshrec.evaluate.protocol import evaluate_ranker, history_pairs
 from freshrec.model.base import build_model
 from freshrec.model.batches import history_tokens
 from freshrec.recommend.beam_search import beam_search
+from freshrec.recommend.gr import drop_items
 from freshrec.recommend.spec import SpecRanker, TextDrafter, finalize
 from freshrec.semid.table import SidTable
 from model_helpers import ARCHS, N_ITEMS, VOCAB, random_histories, tiny_config
@@ -74,6 +75,28 @@ def test_gamma_plus_inf_is_plain_beam_search(arch, order, synth, sid_tokens, tri
     assert torch.equal(out.items, ref.items)
     assert (out.n_accepted == 0).all()
     torch.testing.assert_close(out.scores, ref.scores / VOCAB.sid_len)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_prompt_without_new_items(arch, synth, sid_tokens, trie, trained):
+    """prompt_new_items=False: the GR model reads the history without new items (as GRRanker);
+    the drafter and the exclusion still see every history item."""
+    model, hist, is_new = trained[arch], synth["hist"], synth["is_new"]
+    hist = hist.copy()
+    hist[:, -1] = np.flatnonzero(is_new)[: len(hist)]  # a new item last in every row
+    prompt = drop_items(hist, is_new)
+    assert not np.array_equal(prompt, hist)
+    out = _ranker(model, synth, gamma=INF, prompt_new_items=False).rank_histories(
+        hist, synth["users"], K
+    )
+    ref = beam_search(model, history_tokens(prompt, sid_tokens), trie, 5, K, torch.from_numpy(hist))
+    assert torch.equal(out.items, ref.items)
+    full = beam_search(model, history_tokens(hist, sid_tokens), trie, 5, K, torch.from_numpy(hist))
+    assert not torch.equal(out.items, full.items) or not torch.equal(out.scores, full.scores)
+    # gamma -inf: the drafter's top-K of the full history, whatever the model reads
+    drafts = _ranker(model, synth, gamma=-INF, order="accept", prompt_new_items=False)
+    items = drafts.rank_histories(hist, synth["users"], K).items
+    assert torch.equal(items, _drafter_topk({**synth, "hist": hist}, K))
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -133,6 +133,7 @@ def spec_mode(
         n_drafts=n_drafts,
         beam_size=beam_size or session.beam_size,
         is_new=catalog.is_new,
+        prompt_new_items=session.prompt_new_items,
     )
     return SpecMode(ranker, session.history_len)
 

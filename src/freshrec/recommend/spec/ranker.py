@@ -43,6 +43,7 @@ from freshrec.errors import ConfigError
 from freshrec.model.base import GenerativeRecommender
 from freshrec.model.batches import history_tokens
 from freshrec.recommend.beam_search import NEG_INF
+from freshrec.recommend.gr import drop_items
 from freshrec.recommend.spec.drafters import Drafter
 from freshrec.recommend.spec.verify import (
     BeamStepper,
@@ -169,6 +170,9 @@ class SpecRanker:
     restricted to the beams' prefixes (SpecGR's code: 2). lengths: `score_lengths` mode.
     is_new: bool[n_items] (default: `split.is_new` at `rank`). verify: "cached" | "teacher".
     batch_size: requests per batch; verify_chunk: (request, draft) pairs per forward.
+    prompt_new_items: False = the GR model (verifier, beams, self-drafter) reads only the items
+    flagged not new (`drop_items`, as `GRRanker`); the drafter's history and the exclusion
+    still cover every history item.
     """
 
     catalog = "full"
@@ -190,6 +194,7 @@ class SpecRanker:
         verify: VerifyMethod = "cached",
         batch_size: int = 64,
         verify_chunk: int = 2048,
+        prompt_new_items: bool = True,
         name: str | None = None,
     ) -> None:
         if n_drafts < 1 or beam_size < 1 or batch_size < 1:
@@ -209,6 +214,7 @@ class SpecRanker:
         self.guide_from, self.order, self.lengths_mode = max(1, guide_from), order, lengths
         self.is_new = None if is_new is None else np.asarray(is_new, dtype=bool)
         self.verify, self.batch_size, self.verify_chunk = verify, batch_size, verify_chunk
+        self.prompt_new_items = prompt_new_items
         self.name = name or f"SpecGR ({drafter.name} drafter)"
         self.history_len: int | None = model.config.max_history
         self.last_stats: dict[str, float] = {}
@@ -242,17 +248,19 @@ class SpecRanker:
     def _batch(
         self,
         hist: np.ndarray,
+        prompt: np.ndarray,
         users: np.ndarray,
         top_k: int,
         lengths: torch.Tensor,
         exit_gamma: float | None,
     ) -> SpecTrace:
-        """One batch: drafting rounds, verification, beam steps (see module doc)."""
+        """One batch: drafting rounds, verification, beam steps (see module doc). hist: the
+        drafter's histories and the exclusion set; prompt: what the GR model reads."""
         model, vocab = self.model, self.model.vocab
         P = vocab.sid_len
         b = hist.shape[0]
         hist_t = torch.from_numpy(hist)
-        tok = history_tokens(hist, self.sid_tokens.numpy(), users, vocab)
+        tok = history_tokens(prompt, self.sid_tokens.numpy(), users, vocab)
         d = self._draft_scores(hist_t, tok)
         C = min(self.n_drafts, d.shape[1])
         drafts = torch.full((b, P * C), -1, dtype=torch.long)
@@ -328,11 +336,16 @@ class SpecRanker:
         histories = np.asarray(histories, dtype=np.int64)
         users = np.asarray(users)
         lengths = self.lengths(is_new)
+        prompts = histories
+        if not self.prompt_new_items:
+            prompts = drop_items(histories, self.is_new if is_new is None else is_new)
         parts = []
         with _eval_mode(self.model):
             for s in range(0, histories.shape[0], self.batch_size):
                 sl = slice(s, s + self.batch_size)
-                parts.append(self._batch(histories[sl], users[sl], top_k, lengths, exit_gamma))
+                parts.append(
+                    self._batch(histories[sl], prompts[sl], users[sl], top_k, lengths, exit_gamma)
+                )
         P = self.model.vocab.sid_len
         C = parts[0].n_drafts if parts else min(self.n_drafts, len(self.in_trie))
 
