@@ -419,7 +419,7 @@ def wait_for_retrain(folder: Path, minutes: float) -> None:
         owner = json.loads(run.read_text())
         if owner.get("host") != socket.gethostname() or not pid_alive(int(owner["pid"])):
             return
-        if time.time() - t0 > minutes * 60:
+        if time.time() - t0 >= minutes * 60:
             raise SystemExit(f"{folder} was still training after {minutes} min")
         print(f"waiting for the retrain in {folder} (pid {owner['pid']}) ...", flush=True)
         time.sleep(60)
