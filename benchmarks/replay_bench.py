@@ -49,8 +49,17 @@ from replay_report import curves, markdown, plot, summary_row
 GRID: dict[str, list[dict[str, Any]]] = {
     "static": [{}],
     "edit": [{}, {"edit": {"lam": 300, "positions": [2]}}],
-    "finetune": [{"lr": 3e-4, "passes": 2.0}, {"lr": 1e-3, "passes": 2.0}],
-    "merge": [{"method": "linear"}, {"method": "ties", "density": 0.5}],
+    "finetune": [
+        {"lr": 3e-4, "passes": 2.0},
+        {"lr": 3e-4, "passes": 3.0, "max_steps": 400},
+        {"lr": 3e-4, "passes": 6.0, "max_steps": 800},
+        {"lr": 3e-4, "passes": 6.0, "max_steps": 800, "mark_trained": True},
+    ],
+    "merge": [
+        {"method": "linear"},
+        {"method": "linear", "tune": {"max_steps": 100, "passes": 2.0, "mark_trained": True}},
+        {"method": "ties", "density": 0.5},
+    ],
     "retrain": [{}],  # every --retrain-days; nothing to choose
 }
 """Candidate settings of each policy, chosen among on validation (combinations reuse the

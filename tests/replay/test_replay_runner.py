@@ -68,8 +68,11 @@ def test_edit_catches_up_then_supersedes_packs(ctx):
             assert s["update"]["cpu_s"] > 0
 
 
-def test_finetune_changes_the_weights_and_marks_items_trained(ctx):
-    policy = make_policy("finetune", {"finetune": {"max_steps": 3, "passes": 50}})
+@pytest.mark.parametrize("mark", [False, True])
+def test_finetune_changes_the_weights_and_marks_items_trained(ctx, mark):
+    policy = make_policy(
+        "finetune", {"finetune": {"max_steps": 3, "passes": 50, "mark_trained": mark}}
+    )
     state = initial_state(ctx)
     policy.start(state, ctx)
     _, cut2 = ctx.split.cutoffs
@@ -81,7 +84,11 @@ def test_finetune_changes_the_weights_and_marks_items_trained(ctx):
     changed = any(not torch.equal(before[k], v) for k, v in state.model.state_dict().items())
     assert changed
     assert state.version == 1
-    assert state.trained.sum() > (~ctx.split.is_new).sum()  # items of the window now trained
+    n_trained = (~ctx.split.is_new).sum()
+    if mark:  # items of the window now trained
+        assert state.trained.sum() > n_trained
+    else:  # new items stay with the new-item channel
+        assert state.trained.sum() == n_trained
     saved = load_checkpoint(state.base_dir, expect_fingerprint=ctx.fingerprint)
     for k, v in saved.state_dict().items():
         assert torch.equal(v, state.model.state_dict()[k])  # edits would be made on these
