@@ -35,6 +35,7 @@ Writes benchmarks/results/edit.{md,json}, edit_cold_vs_warm.png, edit_time_vs_re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import io
 import itertools
@@ -43,7 +44,7 @@ import os
 import shutil
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -339,41 +340,39 @@ def retrain(
     if not args.retrain and not info_file.exists():
         wait_for_retrain(folder, args.wait_minutes)
     if args.retrain or not info_file.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        write_json(folder / RUNNING, {"pid": os.getpid(), "host": socket.gethostname()})
-        cfg = EditConfig()
-        pseudo = pseudo_requests(
-            split,
-            emb,
-            items,
-            n_neighbors=cfg.n_neighbors,
-            n_contexts=cfg.n_contexts,
-            contexts=cfg.contexts,
-            seed=seed,
-        )
-        sid_tokens = table.tokens(tok.vocab)
-        ex = training_examples(rr.model, split, sid_tokens, tok.vocab)
-        pex = pseudo_examples(rr.model, tok.vocab, split, pseudo.requests(), sid_tokens)
-        examples = {k: np.concatenate([ex[k], pex[k]]) for k in ex}
-        with Clock() as clock:
-            pipeline.train(
-                rr, split, tok, table, name=folder.name, examples=examples, progress=False
+        with running_marker(folder):
+            cfg = EditConfig()
+            pseudo = pseudo_requests(
+                split,
+                emb,
+                items,
+                n_neighbors=cfg.n_neighbors,
+                n_contexts=cfg.n_contexts,
+                contexts=cfg.contexts,
+                seed=seed,
             )
-        write_json(
-            info_file,
-            {
-                "seconds": clock.wall,
-                "cpu_seconds": clock.cpu,
-                "epochs_max": epochs,
-                "n_pseudo": len(pseudo),
-                "n_examples": len(next(iter(examples.values()))),
-                "pseudo_seed": seed,
-                "threads": torch.get_num_threads(),
-                "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                "command": command(),
-            },
-        )
-        (folder / RUNNING).unlink()
+            sid_tokens = table.tokens(tok.vocab)
+            ex = training_examples(rr.model, split, sid_tokens, tok.vocab)
+            pex = pseudo_examples(rr.model, tok.vocab, split, pseudo.requests(), sid_tokens)
+            examples = {k: np.concatenate([ex[k], pex[k]]) for k in ex}
+            with Clock() as clock:
+                pipeline.train(
+                    rr, split, tok, table, name=folder.name, examples=examples, progress=False
+                )
+            write_json(
+                info_file,
+                {
+                    "seconds": clock.wall,
+                    "cpu_seconds": clock.cpu,
+                    "epochs_max": epochs,
+                    "n_pseudo": len(pseudo),
+                    "n_examples": len(next(iter(examples.values()))),
+                    "pseudo_seed": seed,
+                    "threads": torch.get_num_threads(),
+                    "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                    "command": command(),
+                },
+            )
         reused = False
     else:
         reused = True
@@ -409,6 +408,18 @@ def wait_for(log: Path, minutes: float) -> None:
             raise SystemExit(f"{log} did not appear within {minutes} min (run gr_bench.py)")
         print(f"waiting for {log} ...", flush=True)
         time.sleep(60)
+
+
+@contextlib.contextmanager
+def running_marker(folder: Path) -> Iterator[None]:
+    """`folder`'s RUNNING file names this process while the block runs (removed after it,
+    also on an error), so a main run waits for it (`wait_for_retrain`)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    write_json(folder / RUNNING, {"pid": os.getpid(), "host": socket.gethostname()})
+    try:
+        yield
+    finally:
+        (folder / RUNNING).unlink(missing_ok=True)
 
 
 def wait_for_retrain(folder: Path, minutes: float) -> None:

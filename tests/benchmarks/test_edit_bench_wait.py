@@ -26,3 +26,18 @@ def test_wait_for_retrain(tmp_path):
     run.write_text(json.dumps({"pid": os.getpid(), "host": socket.gethostname()}))
     with pytest.raises(SystemExit, match="still training"):
         edit_bench.wait_for_retrain(tmp_path, 0)
+
+
+def test_running_marker_names_this_process_and_is_removed_on_error(tmp_path):
+    folder = tmp_path / "run"
+    seen = []
+
+    def train() -> None:
+        with edit_bench.running_marker(folder):
+            seen.append(json.loads((folder / edit_bench.RUNNING).read_text()))
+            raise RuntimeError("training failed")
+
+    with pytest.raises(RuntimeError, match="training failed"):
+        train()
+    assert seen == [{"pid": os.getpid(), "host": socket.gethostname()}]
+    assert not (folder / edit_bench.RUNNING).exists()

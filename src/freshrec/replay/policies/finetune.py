@@ -25,8 +25,8 @@ class FineTuneSettings(BaseModel):
     fine-tuning count as trained (the ranker's beam decodes them and the prompt keeps them,
     instead of the new-item channel). Off by default: a few fine-tuning steps on an item's
     first interactions do not teach the beam to generate it, while the content channel
-    recommends it (validation walk, seed 0, the `cpu` model: cold R@20 0.053 with the flag
-    off vs 0.015 with it on at the same budget; docs/REPLAY.md)."""
+    recommends it (a probe on the validation walk, seed 0, the `cpu` model: cold R@20 0.053
+    with the flag off vs 0.015 with it on at the same budget; docs/REPLAY.md)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
