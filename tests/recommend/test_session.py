@@ -159,7 +159,13 @@ def test_spec_equals_spec_ranker(ws, ml_split, ml_sids, ml_emb):
     _, table = ml_sids
     model = load_checkpoint(ws["ckpt"])
     ranker = SpecRanker(
-        model, TextDrafter(ml_emb), table, n_drafts=10, beam_size=BEAM, is_new=ml_split.is_new
+        model,
+        TextDrafter(ml_emb),
+        table,
+        n_drafts=10,
+        beam_size=BEAM,
+        is_new=ml_split.is_new,
+        prompt_new_items=ws["recipe"].eval.prompt_new_items,  # the session follows the recipe
     )
     trace = ranker.trace(ws["hist"], ws["users"], 8)
     # accept the best 5% of the drafts: some slots are drafts, the others beam results
